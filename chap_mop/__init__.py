@@ -1,0 +1,9 @@
+"""Shared machinery for DeepPostures CHAP model selection with cerebro-dl on Spark.
+
+One module per job: ``runtime_env`` (environment the driver and executors need),
+``spark_session`` (a SparkSession that ships this package), ``schema`` (the Petastorm
+schema and dataset layout), ``h5_format`` (reading DeepPostures day files),
+``demo_data`` (realistic synthetic recordings), ``cerebro_compat`` (every runtime
+patch of cerebro-dl), ``windows`` (sequence rules), ``chap_model`` (the CNN-BiLSTM),
+``metrics`` and ``results``.
+"""
