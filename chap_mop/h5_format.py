@@ -20,6 +20,7 @@ from typing import BinaryIO
 import h5py
 import numpy as np
 
+from chap_mop.errors import InputError
 from chap_mop.schema import AXES, SAMPLES_PER_WINDOW
 
 DATASETS = ("time", "data", "non_wear", "sleeping", "label")
@@ -28,7 +29,7 @@ LABELS = (-1, 0, 1)
 DAY_FILE_SUFFIX = ".h5"
 
 
-class BadDayFileError(ValueError):
+class BadDayFileError(InputError):
     """A day file that does not follow DeepPostures' format; the message names file and fault."""
 
     def __init__(self, path: str, problem: str):

@@ -1,0 +1,110 @@
+"""One test per cerebro-dl patch: each exercises the cerebro code path that breaks without it."""
+import importlib.metadata
+import os
+
+import pytest
+
+from chap_mop import cerebro_compat
+
+import numpy as np  # noqa: E402  (after the compat module, as the scripts do)
+import tensorflow as tf  # noqa: E402
+
+
+def tiny_estimator():
+    from cerebro.keras import SparkEstimator
+    inputs = tf.keras.Input((3,), name="x")
+    model = tf.keras.Model(inputs, tf.keras.layers.Dense(2, activation="softmax")(inputs))
+    return SparkEstimator(model=model, optimizer=tf.keras.optimizers.Adam(learning_rate=1e-3),
+                          loss="sparse_categorical_crossentropy", batch_size=4)
+
+
+def test_executor_environment_selects_keras_2():
+    assert os.environ["TF_USE_LEGACY_KERAS"] == "1"
+    assert tf.keras.__name__.startswith("tf_keras")
+
+
+def test_refuses_other_cerebro_versions(monkeypatch):
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "1.2.0")
+    with pytest.raises(RuntimeError, match=r"cerebro-dl 1\.2\.0 is installed.*patches cerebro-dl 1\.1\.1"):
+        cerebro_compat.check_cerebro_version()
+
+
+def test_numpy_bool_alias_for_boolean_columns():
+    from cerebro.backend.spark.util import numpy_type_to_str, spark_to_petastorm_type
+    from pyspark.sql.types import BooleanType
+    assert spark_to_petastorm_type(BooleanType) is bool
+    assert numpy_type_to_str(spark_to_petastorm_type(BooleanType)) == "Boolean"
+
+
+def test_optimizer_get_weights_lets_cerebro_compile_and_resume():
+    from cerebro.keras.spark.util import TFKerasUtil
+    estimator = tiny_estimator()
+    model = estimator._compile_model(TFKerasUtil)  # calls optimizer.get_weights()
+    model.fit(np.zeros((8, 3), np.float32), np.zeros(8, np.int32), batch_size=4, verbose=0)
+    weights = model.optimizer.get_weights()
+    assert len(weights) == len(model.optimizer.variables) > 1
+    assert float(weights[0]) == 2.0  # iterations: two steps of four
+    assert estimator._compile_model(TFKerasUtil) is model  # a built optimizer's state is restored
+
+
+@pytest.mark.parametrize("metric, larger", [("balanced_accuracy", True), ("accuracy", True), ("acc", True),
+                                            ("r2", True), ("loss", False)])
+def test_metric_direction(metric, larger):
+    from cerebro.tune import base, grid, tpe
+    for module in (base, grid, tpe):
+        assert module.is_larger_better(metric) is larger
+    assert base.is_valid_evaluation_metric(metric)
+
+
+def test_polling_period_is_a_fast_setting(spark):
+    from cerebro.backend import SparkBackend
+    assert SparkBackend(spark.sparkContext, num_workers=1, verbose=0).settings.polling_period == \
+        cerebro_compat.DEFAULT_POLLING_PERIOD_S < 2
+    assert SparkBackend(spark.sparkContext, num_workers=1, verbose=0, polling_period=0.5
+                        ).settings.polling_period == 0.5
+
+
+def test_tensorboard_logs_are_kept_in_the_store(tmp_path):
+    from cerebro.storage import LocalStore
+    from cerebro.tune import base
+    store = LocalStore(str(tmp_path / "store"), runs_path=str(tmp_path / "runs"))
+    estimator = tiny_estimator()
+    run_id = estimator.getRunId()
+    base.log_hp_to_tensorboard([estimator], [{"lr": 0.001}], store, 0)
+    estimator.setEpochs(1)
+    base.log_epoch_metrics_to_tensorboard([estimator], {run_id: {"val_loss": [0.5]}}, store, 0)
+    logs = sorted((tmp_path / "runs" / run_id / cerebro_compat.TENSORBOARD_SUBDIR).glob("events.out.tfevents.*"))
+    assert len(logs) == 2
+    tags = {value.tag for log in logs for event in tf.compat.v1.train.summary_iterator(str(log))
+            for value in event.summary.value}
+    assert "val_loss" in tags and any(tag.startswith("_hparams_") for tag in tags)
+
+
+def test_epoch_listeners_see_every_run(tmp_path):
+    from cerebro.storage import LocalStore
+    from cerebro.tune import GridSearch, hp_choice
+    store = LocalStore(str(tmp_path / "store"), runs_path=str(tmp_path / "runs"))
+    search = GridSearch(None, store, lambda params: tiny_estimator(), {"a": hp_choice([1])}, 1)
+    estimator = search._estimator_gen_fn_wrapper({"a": 1})
+    estimator.setEpochs(1)
+    seen = []
+    search.epoch_listeners = [lambda estimators, results: seen.append(dict(results))]
+    search._log_epoch_metrics_to_tensorboard([estimator], {estimator.getRunId(): {"val_loss": [0.1]}})
+    assert seen == [{estimator.getRunId(): {"val_loss": [0.1]}}]
+
+
+def test_run_ids_map_to_hyperparameters(tmp_path):
+    from cerebro.storage import LocalStore
+    from cerebro.tune import GridSearch, hp_choice
+    store = LocalStore(str(tmp_path / "store"))
+    search = GridSearch(None, store, lambda params: tiny_estimator(), {"a": hp_choice([1, 2])}, 1)
+    estimators = [search._estimator_gen_fn_wrapper(params) for params in search.estimator_param_maps]
+    assert {e.getRunId(): search.run_hyperparameters[e.getRunId()]["a"] for e in estimators} == \
+        {estimators[0].getRunId(): 1, estimators[1].getRunId(): 2}
+
+
+def test_patches_are_idempotent():
+    from cerebro.backend.spark.backend import SparkBackend
+    init = SparkBackend.__init__
+    cerebro_compat.apply_patches()
+    assert SparkBackend.__init__ is init
