@@ -1,0 +1,184 @@
+"""Step 2: choose the best CHAP CNN-BiLSTM configuration with cerebro's model hopper parallelism.
+
+Every configuration of the search space visits every worker's partition of the training data
+once per epoch (model hopping), then is validated on every partition of the validation data.
+Settings are the constants at the top of ``main()``; command-line flags override them.
+
+    python model_selection.py --help
+"""
+import argparse
+import functools
+import json
+import shutil
+import time
+from pathlib import Path
+
+from chap_mop import cerebro_compat  # noqa: F401  (patches cerebro-dl before it is imported)
+from chap_mop.chap_model import build_chap_model
+from chap_mop.data_store import read_store
+from chap_mop.errors import InputError
+from chap_mop.metrics import COUNT_METRICS, CUSTOM_OBJECTS, RECORDED_METRICS
+from chap_mop.results import RunLog, write_results
+from chap_mop.spark_session import start_spark
+from chap_mop.windows import make_transformation_fn, sequence_length
+
+PROJECT = Path(__file__).resolve().parent
+HYPERPARAMETERS = {"lr": float, "l2_reg": float, "win_size": int, "amp_factor": int}
+FEATURE_COLUMNS = ["id", "time", "data", "non_wear", "sleeping"]  # all read; only "data" enters the model
+LABEL_COLUMNS = ["label"]
+
+
+def estimator_gen_fn(params: dict, batch_size: int):
+    """A cerebro SparkEstimator of the CHAP model for one configuration.
+
+    :param params: ``lr`` (Adam learning rate), ``l2_reg`` (L2 penalty), ``win_size`` (minutes
+        per sequence), ``amp_factor`` (CNN width multiplier).
+    :param batch_size: Sequences per training step.
+    """
+    from cerebro.keras import SparkEstimator
+    import tensorflow as tf
+
+    seq_len = sequence_length(params["win_size"])
+    return SparkEstimator(
+        model=build_chap_model(seq_len, params["amp_factor"], params["l2_reg"]),
+        optimizer=tf.keras.optimizers.Adam(learning_rate=params["lr"]),
+        # One softmax per window, integer labels: the loss that matches the model's head.
+        loss="sparse_categorical_crossentropy",
+        metrics=COUNT_METRICS,
+        custom_objects=CUSTOM_OBJECTS,
+        batch_size=batch_size,
+        transformation_fn=make_transformation_fn(seq_len))
+
+
+def check_search_space(space: dict) -> dict:
+    """Each known hyper-parameter maps to a non-empty list of values of the right type."""
+    unknown = sorted(set(space) - set(HYPERPARAMETERS))
+    if unknown:
+        raise InputError(f"unknown hyper-parameter(s) {unknown}; expected names among {sorted(HYPERPARAMETERS)}")
+    missing = sorted(set(HYPERPARAMETERS) - set(space))
+    if missing:
+        raise InputError(f"search space lacks {missing}; give each of {sorted(HYPERPARAMETERS)} a list of values")
+    for name, values in space.items():
+        if not isinstance(values, list) or not values:
+            raise InputError(f"hyper-parameter '{name}' has {values!r}; expected a non-empty list of values")
+        cast = HYPERPARAMETERS[name]
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 and cast(v) == v
+                   for v in values):
+            raise InputError(f"hyper-parameter '{name}' has {values!r}; expected non-negative {cast.__name__} values")
+    return {name: [HYPERPARAMETERS[name](v) for v in values] for name, values in space.items()}
+
+
+def count_sequences(train, val, win_sizes: list[int], num_workers: int) -> dict:
+    """Sequences per epoch for each window size; stop if a split or a worker would get none."""
+    counts = {}
+    for win_size in win_sizes:
+        seq_len = sequence_length(win_size)
+        per_split = {"train": train.sequences_per_worker(seq_len, num_workers),
+                     "val": val.sequences_per_worker(seq_len, num_workers)}
+        for split, per_worker in per_split.items():
+            if min(per_worker) == 0:
+                raise InputError(f"win_size {win_size} min ({seq_len} windows): {split} sequences per worker are "
+                                 f"{per_worker}; every worker needs at least one. Use a smaller win_size, fewer "
+                                 "workers, or more data")
+        counts[win_size] = {split: sum(per_worker) for split, per_worker in per_split.items()}
+        print(f"win_size {win_size} min: {counts[win_size]['train']} train and {counts[win_size]['val']} "
+              f"validation sequences of {seq_len} windows per epoch")
+    return counts
+
+
+def make_search(kind: str, samples: int, backend, store, space: dict, epochs: int, metric: str, batch_size: int):
+    from cerebro.tune import GridSearch, RandomSearch, TPESearch, hp_choice
+
+    common = dict(backend=backend, store=store, search_space={k: hp_choice(v) for k, v in space.items()},
+                  estimator_gen_fn=functools.partial(estimator_gen_fn, batch_size=batch_size),
+                  num_epochs=epochs, evaluation_metric=metric, label_columns=LABEL_COLUMNS,
+                  # verbose 2: Keras prints one line per sub-epoch instead of a progress bar
+                  feature_columns=FEATURE_COLUMNS, verbose=2)
+    if kind == "grid":
+        return GridSearch(**common)
+    return {"random": RandomSearch, "tpe": TPESearch}[kind](num_models=samples, **common)
+
+
+def main() -> None:
+    SPARK_MASTER_URL = "local[*]"
+    DATA_STORE_PATH = str(PROJECT / "data" / "petastorm")  # where prep_petastorm_data.py writes by default
+    NUM_WORKERS = None  # None: Spark's default parallelism (local[*]: one per core)
+    NUM_EPOCHS = 10
+    BATCH_SIZE = 128  # sequences per step
+    EVALUATION_METRIC = "balanced_accuracy"  # of the validation data; maximised
+    SEARCH, NUM_SAMPLES = "grid", 8  # grid, random or tpe; samples for random and tpe
+    search_space = {"lr": [1e-3, 1e-4], "l2_reg": [1e-3, 1e-4], "win_size": [7, 9], "amp_factor": [2, 4]}
+    RESULTS_DIR = str(PROJECT / "results")
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--master", default=SPARK_MASTER_URL, help="Spark master URL (default: %(default)s)")
+    parser.add_argument("--data", default=DATA_STORE_PATH, help="data store written by prep_petastorm_data.py")
+    parser.add_argument("--workers", type=int, default=NUM_WORKERS, help="cerebro workers (default: Spark's)")
+    parser.add_argument("--epochs", type=int, default=NUM_EPOCHS, help="epochs per configuration")
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="sequences per training step")
+    parser.add_argument("--metric", default=EVALUATION_METRIC, choices=RECORDED_METRICS,
+                        help="validation metric that picks the best run (accuracies maximised, loss minimised)")
+    parser.add_argument("--search", default=SEARCH, choices=["grid", "random", "tpe"], help="search strategy")
+    parser.add_argument("--samples", type=int, default=NUM_SAMPLES, help="configurations for random and tpe")
+    parser.add_argument("--search-space", type=json.loads, default=search_space,
+                        help='JSON, e.g. \'{"lr": [0.001], "l2_reg": [0.0001], "win_size": [7], "amp_factor": [1]}\'')
+    parser.add_argument("--results", default=RESULTS_DIR, help="results folder (replaced on each run)")
+    args = parser.parse_args()
+    try:
+        run(args)
+    except InputError as error:
+        parser.exit(2, f"error: {error}\n")
+
+
+def run(args: argparse.Namespace) -> None:
+    started = time.time()
+    space = check_search_space(args.search_space)
+    manifest, train, val = read_store(args.data)
+    print(f"Data store {args.data}: {train.rows} train rows in {train.row_groups} row groups, "
+          f"{val.rows} validation rows in {val.row_groups} row groups")
+
+    spark = start_spark(args.master, "chap-model-selection")
+    num_workers = args.workers or spark.sparkContext.defaultParallelism
+    if min(train.row_groups, val.row_groups) < num_workers:
+        raise InputError(f"{num_workers} workers need at least {num_workers} row groups in each split; re-run "
+                         f"prep_petastorm_data.py with --partitions {num_workers} or use --workers "
+                         f"{min(train.row_groups, val.row_groups)}")
+    sequences = count_sequences(train, val, space["win_size"], num_workers)
+
+    results_dir = Path(args.results).resolve()
+    shutil.rmtree(results_dir, ignore_errors=True)
+    results_dir.mkdir(parents=True)
+
+    from cerebro.backend import SparkBackend
+    from cerebro.storage import LocalStore
+
+    store = LocalStore(str(Path(args.data).resolve()), runs_path=str(results_dir / "runs"))
+    # One reader thread keeps row groups in order, so a worker sees each subject's windows in time order.
+    backend = SparkBackend(spark_context=spark.sparkContext, num_workers=num_workers,
+                           data_readers_pool_type="thread", num_data_readers=1)
+    search = make_search(args.search, args.samples, backend, store, space, args.epochs, args.metric,
+                         args.batch_size)
+    run_log = RunLog(search, args.metric, args.epochs)
+    search.epoch_listeners = [run_log.on_epoch_end]
+    result = search.fit_on_prepared_data()
+
+    best_run = result.get_best_model().getRunId()
+    best_path = results_dir / "best_model.h5"
+    result.get_best_model().keras().save(best_path, include_optimizer=False)
+    summary = {
+        "best_run_id": best_run, "hyperparameters": result.run_hyperparameters[best_run],
+        "evaluation_metric": "val_" + args.metric,
+        "value": run_log.history[best_run]["val_" + args.metric][-1],
+        "epochs": args.epochs, "workers": num_workers, "search": args.search,
+        "wall_clock_seconds": round(time.time() - started, 1),
+        "sequences_per_epoch": {str(win): counts for win, counts in sequences.items()},
+        "data_store": args.data, "best_model": str(best_path),
+    }
+    write_results(results_dir, run_log, summary)
+    print(f"\nBest run {best_run} {summary['hyperparameters']}: val_{args.metric} = {summary['value']:.4f}")
+    print(f"Results in {results_dir} (models.csv, history.csv, summary.json, plot, best_model.h5, runs/*/logs)")
+    spark.stop()
+
+
+if __name__ == "__main__":
+    main()
