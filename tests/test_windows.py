@@ -1,0 +1,89 @@
+"""Sequences built in tf.data match an independent count in plain Python, for 7- and 9-minute windows."""
+import collections
+
+import numpy as np
+import pytest
+
+from chap_mop import cerebro_compat  # noqa: F401  (environment before TensorFlow)
+from chap_mop.demo_data import generate_subject
+from chap_mop.windows import count_sequences, make_transformation_fn, sequence_length
+
+import tensorflow as tf  # noqa: E402
+
+Row = collections.namedtuple("Row", ["id", "time", "data", "non_wear", "sleeping", "label"])
+
+
+def reference_sequences(ids, time, non_wear, sleeping, label, seq_len):
+    """Start rows of every sequence, by walking the rows one at a time (independent of chap_mop)."""
+    starts, run = [], []
+    for i in range(len(ids)):
+        valid = non_wear[i] == 0 and sleeping[i] == 0 and label[i] != -1
+        continues = bool(run) and ids[i] == ids[run[-1]] and time[i] - time[run[-1]] == 10 and run[-1] == i - 1
+        if not valid:
+            run = []
+            continue
+        run = run + [i] if continues else [i]
+        if len(run) == seq_len:
+            starts.append(run[0])
+            run = []
+    return starts
+
+
+@pytest.fixture(scope="module")
+def stream():
+    """Rows of three generated subjects back to back, plus a subject change without a time gap."""
+    parts = []
+    for index in range(3):
+        for _, columns in generate_subject(f"s{index}", days=2, hours_per_day=24 if index == 0 else 9, seed=3):
+            parts.append({"id": np.full(len(columns["time"]), f"s{index}"), **columns})
+    rows = {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+    # s2 picks up exactly 10 s after s1 ends: only the subject change breaks the run there.
+    first_s2 = np.flatnonzero(rows["id"] == "s2")[0]
+    rows["time"][first_s2:] += rows["time"][first_s2 - 1] + 10 - rows["time"][first_s2]
+    rows["time"] = rows["time"].astype(np.int64)
+    rows["data"] = rows["data"].astype(np.float32)
+    for name in ("non_wear", "sleeping", "label"):
+        rows[name] = rows[name].astype(np.int32)
+    return rows
+
+
+def as_dataset(rows):
+    return tf.data.Dataset.from_tensor_slices({name: rows[name] for name in Row._fields}).map(lambda r: Row(**r))
+
+
+@pytest.mark.parametrize("win_size", [7, 9])
+def test_tf_sequences_match_independent_count(stream, win_size):
+    seq_len = sequence_length(win_size)
+    small = {name: stream[name] for name in ("id", "time", "non_wear", "sleeping", "label")}
+    expected_starts = reference_sequences(*small.values(), seq_len)
+    assert len(expected_starts) > 20
+    assert count_sequences(*small.values(), seq_len) == len(expected_starts)
+
+    produced = list(make_transformation_fn(seq_len, block_rows=500)(as_dataset(stream)).as_numpy_iterator())
+    assert len(produced) == len(expected_starts)
+    for sequence, start in zip(produced, expected_starts):
+        assert sequence["data"].shape == (seq_len, 100, 3, 1) and sequence["label"].shape == (seq_len,)
+        np.testing.assert_array_equal(sequence["data"][..., 0], stream["data"][start:start + seq_len])
+        np.testing.assert_array_equal(sequence["label"], stream["label"][start:start + seq_len])
+
+
+def test_block_size_changes_nothing(stream):
+    seq_len = sequence_length(7)
+    head = {name: values[:6000] for name, values in stream.items()}
+    counts = {block: sum(1 for _ in make_transformation_fn(seq_len, block)(as_dataset(head)))
+              for block in (7, 64, 4096)}
+    assert len(set(counts.values())) == 1 and counts[7] > 0
+
+
+def test_rules_on_a_hand_made_stream():
+    seq_len = 3
+    time = np.array([0, 10, 20, 30, 40, 50, 60, 80, 90, 100, 110, 120], dtype=np.int64)
+    ids = np.array(["a"] * 9 + ["b"] * 3)
+    label = np.array([0, 1, 0, 1, -1, 0, 0, 1, 1, 0, 1, 0], dtype=np.int32)
+    zeros = np.zeros(len(time), np.int32)
+    # a: 0-30 is one run (one sequence, remainder 1 dropped); 40 unlabelled; 50-60 then a 20-s gap;
+    # 80-90 (too short); b: 100-120 is one sequence although 100 follows 90 by 10 s.
+    assert count_sequences(ids, time, zeros, zeros, label, seq_len) == 2
+    asleep = zeros.copy()
+    asleep[1] = 1
+    assert count_sequences(ids, time, zeros, asleep, label, seq_len) == 1
