@@ -133,6 +133,8 @@ def main() -> None:
 def run(args: argparse.Namespace) -> None:
     started = time.time()
     space = check_search_space(args.search_space)
+    if args.metric not in RECORDED_METRICS:
+        raise InputError(f"evaluation metric '{args.metric}' is not recorded; expected one of {list(RECORDED_METRICS)}")
     manifest, train, val = read_store(args.data)
     print(f"Data store {args.data}: {train.rows} train rows in {train.row_groups} row groups, "
           f"{val.rows} validation rows in {val.row_groups} row groups")

@@ -1,0 +1,240 @@
+"""The steps of ``prep_petastorm_data.py``: find day files, check them, split, write, record.
+
+Functions marked *executor side* run inside Spark tasks; the rest run on the driver and
+only plan (lists of names and row counts), so the driver never reads a window.
+
+Every input and output location is a URL or a plain path, resolved once to a ``pyarrow.fs`` FileSystem
+and a path inside it (:func:`resolve`): plain paths and ``file://`` on a shared file system,
+``hdfs://`` through pyarrow's Hadoop file system (which needs libhdfs and a Hadoop
+``CLASSPATH`` on the driver and every worker).
+"""
+import json
+import math
+import random
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from itertools import repeat
+from pathlib import Path
+
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from chap_mop.errors import InputError
+from chap_mop.h5_format import DAY_FILE_SUFFIX, BadDayFileError, read_day_file
+from chap_mop.schema import MANIFEST_NAME, encode_windows
+
+STAGING_PREFIX = ".incomplete-"  # hidden, so readers of the output folder never take it for data
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A day file or subject folder that cannot be used, and why."""
+    path: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}"
+
+
+@dataclass
+class SplitPlan:
+    """One output dataset: its subjects, their row counts and which output file holds each.
+
+    ``files`` lists, per Parquet file, the subjects it holds; ``max_rows_per_row_group`` is
+    None unless row groups must be cut by count to reach the minimum number of row groups.
+    """
+    name: str
+    folder: str
+    subjects: list[str]
+    rows: dict[str, int]
+    files: list[list[str]]
+    max_rows_per_row_group: int | None
+
+
+def resolve(url: str) -> tuple[pafs.FileSystem, str, str]:
+    """Resolve a plain path or URL to ``(file system, path inside it, URL for Spark)``.
+
+    Spark wants ``file:///abs/path`` for local data, so plain paths become absolute file URLs.
+    """
+    if "://" not in url:
+        url = Path(url).resolve().as_uri()
+    fs, path = pafs.FileSystem.from_uri(url)
+    return fs, path.rstrip("/"), url.rstrip("/")
+
+
+def find_day_files(fs: pafs.FileSystem, root: str) -> tuple[dict[str, list[str]], list[Problem]]:
+    """List ``<root>/<subject>/*.h5``, hidden entries ignored, day files sorted by name (= by date).
+
+    :return: subject folder name -> day file paths, and the subject folders without any day file.
+    :raises InputError: ``root`` is missing, not a folder, or holds no subject folder.
+    """
+    info = fs.get_file_info(root)
+    if info.type == pafs.FileType.NotFound:
+        raise InputError(f"input folder {root} does not exist")
+    if info.type != pafs.FileType.Directory:
+        raise InputError(f"input {root} is not a folder")
+    folders = sorted((e for e in fs.get_file_info(pafs.FileSelector(root))
+                      if e.type == pafs.FileType.Directory and not e.base_name.startswith(".")),
+                     key=lambda e: e.base_name)
+    if not folders:
+        raise InputError(f"input folder {root} holds no subject folders "
+                         f"(expected <subject>/<YYYY-MM-DD>{DAY_FILE_SUFFIX})")
+    day_files, problems = {}, []
+    for folder in folders:
+        files = sorted(e.path for e in fs.get_file_info(pafs.FileSelector(folder.path))
+                       if e.type == pafs.FileType.File and e.base_name.endswith(DAY_FILE_SUFFIX)
+                       and not e.base_name.startswith("."))
+        if files:
+            day_files[folder.base_name] = files
+        else:
+            problems.append(Problem(folder.path, f"subject folder holds no day files (*{DAY_FILE_SUFFIX})"))
+    return day_files, problems
+
+
+def inspect_day_file(fs: pafs.FileSystem, subject: str, path: str) -> tuple[str, str, int, Problem | None]:
+    """*Executor side.* Check one day file's structure and values without reading ``data``.
+
+    Returns the fault instead of raising it, so that the driver can report every bad file.
+
+    :return: ``(subject, path, rows, problem)``: rows is N, or 0 with the problem when bad.
+    """
+    try:
+        with fs.open_input_file(path) as file:
+            rows = len(read_day_file(file, name=path, with_data=False)["time"])
+    except BadDayFileError as error:
+        return subject, path, 0, Problem(path, error.problem)
+    except OSError as error:  # permissions, a file that vanished, an I/O error
+        return subject, path, 0, Problem(path, f"cannot be read ({error})")
+    return subject, path, rows, None
+
+
+def split_subjects(subjects: list[str], train_fraction: float, seed: int) -> tuple[list[str], list[str]]:
+    """Split subjects, not rows: ``floor(train_fraction * len(subjects))`` go to train, the rest to val.
+
+    Names are sorted before ``random.Random(seed)`` shuffles them, so the same subjects and seed
+    always give the same split, whatever order the file system lists them in.
+
+    :return: train and validation subjects, each sorted by name.
+    :raises InputError: either split would get no subject.
+    """
+    names = sorted(subjects)
+    random.Random(seed).shuffle(names)
+    n_train = math.floor(train_fraction * len(names) + 1e-9)  # 0.7 * 10 must give 7, not 6
+    train, val = sorted(names[:n_train]), sorted(names[n_train:])
+    if not train or not val:
+        raise InputError(f"{len(names)} usable subject(s) with train fraction {train_fraction} give "
+                         f"{len(train)} train and {len(val)} validation subject(s); each split needs at "
+                         "least one: add subjects or change --train-fraction")
+    return train, val
+
+
+def assign_to_files(rows: dict[str, int], partitions: int) -> list[list[str]]:
+    """Spread subjects over ``min(partitions, subjects with rows)`` files with similar row counts.
+
+    Greedy, largest subject first, each to the file with the fewest rows so far; a subject is
+    never divided, so that its windows stay contiguous and in order in one file. Subjects
+    without rows get no file.
+
+    :return: per file, its subjects sorted by name.
+    """
+    with_rows = sorted((s for s in rows if rows[s] > 0), key=lambda s: (-rows[s], s))
+    files: list[list[str]] = [[] for _ in range(min(partitions, len(with_rows)))]
+    totals = [0] * len(files)
+    for subject in with_rows:
+        lightest = totals.index(min(totals))
+        files[lightest].append(subject)
+        totals[lightest] += rows[subject]
+    return [sorted(f) for f in files]
+
+
+def plan_split(name: str, folder: str, subjects: list[str], rows: dict[str, int], partitions: int) -> SplitPlan:
+    """Files and row-group cap of one split.
+
+    cerebro hands each worker the row groups whose index modulo the worker count is its own, and
+    Petastorm refuses a dataset with fewer row groups than workers: with fewer files than
+    ``partitions``, rows per row group are capped at ``rows // partitions`` so that a split of at
+    least ``partitions`` rows has at least ``partitions`` row groups.
+
+    :raises InputError: the split has no rows at all (only empty day files).
+    """
+    split_rows = {s: rows[s] for s in subjects}
+    total = sum(split_rows.values())
+    if total == 0:
+        raise InputError(f"the {name} split has no rows: its subjects {subjects} hold only empty day files")
+    files = assign_to_files(split_rows, partitions)
+    cap = total // partitions if len(files) < partitions and total >= partitions else None
+    return SplitPlan(name, folder, subjects, split_rows, files, cap)
+
+
+def window_rows(fs: pafs.FileSystem, files: Iterator[list[tuple[str, str]]]) -> Iterator[tuple]:
+    """*Executor side*, for ``mapPartitions``: the windows of the listed day files, in the order given.
+
+    Each day file is read once, whole, and encoded in bulk; only the hand-over to Spark is per
+    row, because Spark's Arrow hand-over (``mapInArrow``) needs pyarrow >= 18 and Petastorm
+    needs pyarrow < 15.
+
+    :param files: lists of ``(subject, day file path)``; a partition holds one list.
+    :return: ``(id, time, data, non_wear, sleeping, label)`` rows in WindowSchema's field order:
+        str, int (s), ``.npy`` bytes of a (100, 3) float32 array, int, int, int.
+    """
+    for day_files in files:
+        for subject, path in day_files:
+            with fs.open_input_file(path) as file:
+                day = read_day_file(file, name=path)
+            yield from zip(repeat(subject), day["time"].tolist(), encode_windows(day["data"]).to_pylist(),
+                           day["non_wear"].tolist(), day["sleeping"].tolist(), day["label"].tolist())
+
+
+def parquet_files(fs: pafs.FileSystem, dataset: str) -> list[str]:
+    """The data files of a written dataset, sorted (Spark's ``part-NNNNN`` names follow partitions)."""
+    return sorted(e.path for e in fs.get_file_info(pafs.FileSelector(dataset))
+                  if e.type == pafs.FileType.File and e.base_name.endswith(".parquet"))
+
+
+def count_row_groups(fs: pafs.FileSystem, dataset: str) -> int:
+    """Row groups over all data files of a dataset, read from the Parquet footers."""
+    total = 0
+    for path in parquet_files(fs, dataset):
+        with fs.open_input_file(path) as file:
+            total += pq.ParquetFile(file).metadata.num_row_groups
+    return total
+
+
+def split_summary(fs: pafs.FileSystem, dataset: str, plan: SplitPlan) -> dict:
+    """The manifest entry of one written split: its plan, and the files and row groups it got."""
+    return {"folder": plan.folder, "subjects": plan.subjects, "rows": sum(plan.rows.values()),
+            "rows_per_subject": plan.rows, "subjects_per_file": plan.files,
+            "max_rows_per_row_group": plan.max_rows_per_row_group,
+            "files": len(parquet_files(fs, dataset)), "row_groups": count_row_groups(fs, dataset)}
+
+
+def unmark_store(fs: pafs.FileSystem, root: str) -> str:
+    """Make ``root`` an incomplete store before anything in it changes, and give a staging folder.
+
+    Deletes the manifest, the mark of a complete store, and the staging folders of killed runs.
+
+    :return: the name of a new, hidden staging folder inside ``root``, for this run.
+    """
+    delete_if_exists(fs, f"{root}/{MANIFEST_NAME}")
+    for entry in fs.get_file_info(pafs.FileSelector(root, allow_not_found=True)):
+        if entry.base_name.startswith(STAGING_PREFIX):
+            delete_if_exists(fs, entry.path)
+    return f"{STAGING_PREFIX}{uuid.uuid4().hex}"
+
+
+def delete_if_exists(fs: pafs.FileSystem, path: str) -> None:
+    """Remove a file or a folder tree; nothing happens when ``path`` does not exist."""
+    kind = fs.get_file_info(path).type
+    if kind == pafs.FileType.Directory:
+        fs.delete_dir(path)
+    elif kind == pafs.FileType.File:
+        fs.delete_file(path)
+
+
+def write_manifest(fs: pafs.FileSystem, root: str, manifest: dict) -> None:
+    """Write ``<root>/manifest.json`` whole or not at all (written beside it, then renamed)."""
+    partial = f"{root}/.{MANIFEST_NAME}.partial"
+    with fs.open_output_stream(partial) as out:
+        out.write(json.dumps(manifest, indent=2).encode())
+    fs.move(partial, f"{root}/{MANIFEST_NAME}")
