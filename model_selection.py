@@ -13,7 +13,7 @@ import shutil
 import time
 from pathlib import Path
 
-from chap_mop import cerebro_compat  # noqa: F401  (patches cerebro-dl before it is imported)
+from chap_mop import cerebro_compat  # first: patches cerebro-dl before anything imports it
 from chap_mop.chap_model import build_chap_model
 from chap_mop.data_store import read_store
 from chap_mop.errors import InputError
@@ -109,6 +109,7 @@ def main() -> None:
     SEARCH, NUM_SAMPLES = "grid", 8  # grid, random or tpe; samples for random and tpe
     search_space = {"lr": [1e-3, 1e-4], "l2_reg": [1e-3, 1e-4], "win_size": [7, 9], "amp_factor": [2, 4]}
     RESULTS_DIR = str(PROJECT / "results")
+    POLLING_PERIOD_S = cerebro_compat.DEFAULT_POLLING_PERIOD_S  # driver's check of its workers; cerebro's is 2 s
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--master", default=SPARK_MASTER_URL, help="Spark master URL (default: %(default)s)")
@@ -123,6 +124,8 @@ def main() -> None:
     parser.add_argument("--search-space", type=json.loads, default=search_space,
                         help='JSON, e.g. \'{"lr": [0.001], "l2_reg": [0.0001], "win_size": [7], "amp_factor": [1]}\'')
     parser.add_argument("--results", default=RESULTS_DIR, help="results folder (replaced on each run)")
+    parser.add_argument("--polling-period", type=float, default=POLLING_PERIOD_S,
+                        help="seconds between the driver's checks of its workers (default %(default)s)")
     args = parser.parse_args()
     try:
         run(args)
@@ -157,7 +160,8 @@ def run(args: argparse.Namespace) -> None:
     store = LocalStore(str(Path(args.data).resolve()), runs_path=str(results_dir / "runs"))
     # One reader thread keeps row groups in order, so a worker sees each subject's windows in time order.
     backend = SparkBackend(spark_context=spark.sparkContext, num_workers=num_workers,
-                           data_readers_pool_type="thread", num_data_readers=1)
+                           data_readers_pool_type="thread", num_data_readers=1,
+                           polling_period=args.polling_period)
     search = make_search(args.search, args.samples, backend, store, space, args.epochs, args.metric,
                          args.batch_size)
     run_log = RunLog(search, args.metric, args.epochs)
