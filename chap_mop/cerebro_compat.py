@@ -9,7 +9,11 @@ import stops with a message instead of half-applying them.
 """
 import importlib.metadata
 import inspect
+import struct
+import threading
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from chap_mop import runtime_env
 
@@ -18,10 +22,17 @@ runtime_env.apply_to_driver()
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from py4j.protocol import Py4JError, Py4JJavaError  # noqa: E402
 
 CEREBRO_VERSION = "1.1.1"
 DEFAULT_POLLING_PERIOD_S = 0.1
 WORKER_SHUTDOWN_TIMEOUT_S = 60.0
+# How long a failed call to a worker waits for Spark to say why (an executor's loss is noticed at
+# once; a host that stopped answering only after Spark's network timeout, 120 s by default).
+SPARK_FAILURE_WAIT_S = 30.0
+# What a call to a worker's task service raises when the worker is gone: refused, reset or timed
+# out connections (OSError), or a reply cut short (EOFError, struct.error while unpacking it).
+RPC_ERRORS = (OSError, EOFError, struct.error)
 LARGER_IS_BETTER = ("r2", "acc", "accuracy", "balanced_accuracy", "auc", "precision", "recall",
                     "f1", "sensitivity", "specificity")
 TENSORBOARD_SUBDIR = "logs"
@@ -141,11 +152,69 @@ def patch_tensorboard_logs() -> None:
     def _log_epoch_metrics(self, estimators, estimator_results):
         for listener in getattr(self, "epoch_listeners", []):
             listener(estimators, estimator_results)
+        _add_negated_metric(self.evaluation_metric, estimator_results)
         log_epoch_metrics_to_tensorboard(estimators, estimator_results, self.store, self.verbose)
 
     base.log_hp_to_tensorboard = log_hp_to_tensorboard
     base.log_epoch_metrics_to_tensorboard = log_epoch_metrics_to_tensorboard
     base.ModelSelection._log_epoch_metrics_to_tensorboard = _log_epoch_metrics
+
+
+def patch_random_search_dimensions() -> None:
+    """Let RandomSearch draw its dimensions independently.
+
+    Every cerebro distribution seeds its own ``RandomState(2020)``, so dimensions with as many
+    options move in lockstep (always the 1st lr with the 1st l2_reg, ...). Here all dimensions of
+    one search share a single seeded stream: still reproducible, no longer correlated.
+    """
+    from cerebro.backend import constants
+    from cerebro.tune.grid import RandomSearch
+    original = RandomSearch._generate_all_param_maps
+    if getattr(original, "_chap_mop_patched", False):
+        return
+
+    def _generate_all_param_maps(self):
+        shared = np.random.RandomState(constants.RANDOM_SEED)
+        for dimension in self.search_space.values():
+            dimension.rand = shared
+        return original(self)
+
+    _generate_all_param_maps._chap_mop_patched = True
+    RandomSearch._generate_all_param_maps = _generate_all_param_maps
+
+
+NEGATED_PREFIX = "negated_"
+
+
+def patch_tpe_direction() -> None:
+    """Let TPESearch optimise metrics where larger is better.
+
+    hyperopt minimises, so cerebro's TPESearch refuses accuracy-like metrics. Here it minimises
+    ``negated_<metric>``, which the epoch hook of :func:`patch_tensorboard_logs` adds to every
+    run's results after the epoch listeners have run.
+    """
+    from cerebro.tune.tpe import TPESearch
+    original_init = TPESearch.__init__
+    if getattr(original_init, "_chap_mop_patched", False):
+        return
+
+    def __init__(self, *args, evaluation_metric: str = "loss", **kwargs):
+        larger = is_larger_better(evaluation_metric)
+        original_init(self, *args, evaluation_metric="loss" if larger else evaluation_metric, **kwargs)
+        if larger:
+            self.evaluation_metric = NEGATED_PREFIX + evaluation_metric
+
+    __init__._chap_mop_patched = True
+    TPESearch.__init__ = __init__
+
+
+def _add_negated_metric(evaluation_metric: str, estimator_results: dict) -> None:
+    if not evaluation_metric.startswith(NEGATED_PREFIX):
+        return
+    source = "val_" + evaluation_metric[len(NEGATED_PREFIX):]
+    for results in estimator_results.values():
+        if source in results:
+            results["val_" + evaluation_metric] = [-value for value in results[source]]
 
 
 def patch_run_hyperparameters() -> None:
@@ -184,34 +253,157 @@ def _attach_run_hyperparameters(method):
     return wrapper
 
 
+class WorkerLostError(RuntimeError):
+    """cerebro's workers are gone: a worker's task, executor or host was lost mid-run, or the Spark
+    job that hosts the workers failed. The message says which and quotes Spark's reason."""
+
+
+@dataclass
+class WorkerJob:
+    """The barrier Spark job that hosts cerebro's workers, one Spark task per worker.
+
+    :param failure: Spark's reason, once the job failed or was cancelled.
+    :param lost: set when a worker stopped answering cerebro's driver.
+    """
+    spark_context: Any
+    group: str
+    thread: threading.Thread | None = None
+    failure: str | None = None
+    lost: bool = False
+
+    def wait_for_failure(self, timeout_s: float) -> str | None:
+        """Spark's reason for the job's failure, waiting up to ``timeout_s`` seconds for it."""
+        self.thread.join(timeout_s)
+        return self.failure
+
+    def finish(self, timeout_s: float) -> None:
+        """Wait up to ``timeout_s`` seconds for the job to end, cancelling it first if its workers were lost."""
+        if self.lost or self.failure:
+            self.spark_context.cancelJobGroup(self.group)
+        self.thread.join(timeout_s)
+
+
+_WORKER_JOBS: dict[str, WorkerJob] = {}  # by Spark job group; one per initialised SparkBackend
+
+
+def spark_failure_reason(error: Exception) -> str:
+    """What Spark says failed, in one line: its message without Java or Python stack frames."""
+    message = str(error.java_exception.getMessage()) if isinstance(error, Py4JJavaError) else str(error)
+    lines = []
+    for line in message.splitlines():
+        if line.startswith("Driver stacktrace"):
+            break
+        if line.strip() and not line[0].isspace():
+            lines.append(line.strip())
+    return " ".join(lines)
+
+
 def patch_clean_shutdown() -> None:
-    """Wait, when workers are torn down, for the Spark job that hosts them to end.
+    """Keep the Spark job that hosts cerebro's workers, and end it cleanly at teardown.
 
     cerebro runs its workers as one long barrier Spark job in a thread it does not keep, so a
-    caller that stops Spark right after ``fit`` cancels that job and gets a Py4J stack trace.
+    caller that stops Spark right after ``fit`` cancels that job and gets a Py4J stack trace, and a
+    job that fails prints a Java stack trace from that thread. Here the job is a :class:`WorkerJob`
+    whose (daemon) thread records Spark's reason instead, and still tells cerebro's driver service
+    as cerebro does; teardown waits for the job to end, and cancels it first when its workers were
+    lost, instead of telling dead workers to finish.
     """
     from cerebro.backend.spark import backend as spark_backend
     if getattr(spark_backend._make_spark_thread, "_chap_mop_patched", False):
         return
-    original_make_thread = spark_backend._make_spark_thread
     original_teardown = spark_backend.SparkBackend.teardown_workers
 
-    def _make_spark_thread(*args, **kwargs):
-        thread = original_make_thread(*args, **kwargs)
-        _WORKER_JOB_THREADS.append(thread)
-        return thread
+    def _make_spark_thread(spark_context, spark_job_group, driver, result_queue, settings):
+        job = WorkerJob(spark_context, spark_job_group)
+        mapper = spark_backend._make_mapper(driver.addresses(), settings)
+
+        def run_spark():
+            completed = False
+            try:
+                spark_context.setJobGroup(spark_job_group, "Cerebro Spark Run", interruptOnCancel=True)
+                tasks = spark_context.range(0, end=settings.num_workers, numSlices=settings.num_workers)
+                result_queue.put(tasks.barrier().mapPartitions(mapper).collect())
+                completed = True
+            except Py4JError as error:  # Spark failed or cancelled the job; reported by whoever waits on it
+                job.failure = spark_failure_reason(error)
+            finally:
+                if not completed:
+                    driver.notify_spark_job_failed()  # ends the driver's wait for workers to register
+
+        # A daemon thread: a job that outlives teardown's wait must not keep the process alive.
+        job.thread = threading.Thread(target=run_spark, name=f"cerebro workers {spark_job_group}", daemon=True)
+        _WORKER_JOBS[spark_job_group] = job
+        job.thread.start()
+        return job.thread
 
     def teardown_workers(self):
-        original_teardown(self)
-        while _WORKER_JOB_THREADS:
-            _WORKER_JOB_THREADS.pop().join(timeout=WORKER_SHUTDOWN_TIMEOUT_S)
+        job = _WORKER_JOBS.pop(self.spark_job_group, None)
+        try:
+            if job is None or not (job.lost or job.failure):
+                original_teardown(self)
+        finally:
+            self.workers_initialized = self.data_loaders_initialized = False
+            if job is not None:
+                job.finish(WORKER_SHUTDOWN_TIMEOUT_S)
 
     _make_spark_thread._chap_mop_patched = True
     spark_backend._make_spark_thread = _make_spark_thread
     spark_backend.SparkBackend.teardown_workers = teardown_workers
 
 
-_WORKER_JOB_THREADS: list = []
+def patch_worker_loss() -> None:
+    """End the run with :class:`WorkerLostError`, within seconds, when a worker is lost.
+
+    cerebro's driver polls each worker's task service over TCP. When a worker's executor or host
+    dies, that call raised a bare ``ConnectionRefusedError`` from deep in the polling loop, the
+    teardown that followed raised another while telling the dead worker to finish, and a Spark job
+    that failed on its own went unnoticed until the next registration. After this patch, a call
+    to a worker that fails, or any call once the workers' Spark job has failed, raises
+    ``WorkerLostError`` naming the worker and quoting Spark's reason (waited for up to
+    ``SPARK_FAILURE_WAIT_S``); teardown then cancels the job (see :func:`patch_clean_shutdown`).
+    A job that fails before its workers register raises it too, instead of cerebro's "see the error
+    above" with nothing above.
+    """
+    from cerebro.backend.spark import backend as spark_backend
+    from cerebro.backend.spark.service_task import SparkTaskClient
+    if getattr(SparkTaskClient._send, "_chap_mop_patched", False):
+        return
+    original_send = SparkTaskClient._send
+    original_initialize = spark_backend.SparkBackend.initialize_workers
+
+    def _send(self, req):
+        job = getattr(self, "worker_job", None)
+        if job is not None and job.failure:
+            raise WorkerLostError(f"the Spark job hosting cerebro's workers failed: {job.failure}")
+        try:
+            return original_send(self, req)
+        except RPC_ERRORS as error:
+            message = (f"a Spark worker or executor was lost: cerebro's {self._service_name} stopped answering "
+                       f"({error or type(error).__name__})")
+            if job is not None:
+                job.lost = True
+                failure = job.wait_for_failure(SPARK_FAILURE_WAIT_S)
+                message += f"; Spark: {failure}" if failure else \
+                    f"; Spark reported no failure within {SPARK_FAILURE_WAIT_S:.0f} s"
+            raise WorkerLostError(message) from error
+
+    def initialize_workers(self):
+        known = set(_WORKER_JOBS)
+        try:
+            original_initialize(self)
+        except Exception as error:  # cerebro raises a bare Exception when its job failed during start-up
+            failed = [job for group, job in _WORKER_JOBS.items() if group not in known and job.failure]
+            if not failed:
+                raise
+            del _WORKER_JOBS[failed[0].group]
+            raise WorkerLostError(f"the Spark job hosting cerebro's {self.settings.num_workers} workers failed "
+                                  f"before they all started: {failed[0].failure}") from error
+        for client in self.task_clients:
+            client.worker_job = _WORKER_JOBS[self.spark_job_group]
+
+    _send._chap_mop_patched = True
+    SparkTaskClient._send = _send
+    spark_backend.SparkBackend.initialize_workers = initialize_workers
 
 
 def apply_patches() -> None:
@@ -224,6 +416,9 @@ def apply_patches() -> None:
     patch_tensorboard_logs()
     patch_run_hyperparameters()
     patch_clean_shutdown()
+    patch_worker_loss()
+    patch_random_search_dimensions()
+    patch_tpe_direction()
 
 
 apply_patches()

@@ -108,3 +108,30 @@ def test_patches_are_idempotent():
     init = SparkBackend.__init__
     cerebro_compat.apply_patches()
     assert SparkBackend.__init__ is init
+
+
+def test_random_search_dimensions_are_independent(tmp_path):
+    from cerebro.storage import LocalStore
+    from cerebro.tune import RandomSearch, hp_choice
+    space = {"a": hp_choice([1, 2, 3, 4]), "b": hp_choice([1, 2, 3, 4])}
+    search = RandomSearch(None, LocalStore(str(tmp_path)), lambda params: tiny_estimator(), space, 20, 1)
+    pairs = [(params["a"], params["b"]) for params in search.estimator_param_maps]
+    assert sum(a != b for a, b in pairs) > 5
+    again = RandomSearch(None, LocalStore(str(tmp_path)), lambda params: tiny_estimator(),
+                         {"a": hp_choice([1, 2, 3, 4]), "b": hp_choice([1, 2, 3, 4])}, 20, 1)
+    assert [(p["a"], p["b"]) for p in again.estimator_param_maps] == pairs
+
+
+def test_tpe_minimises_the_negation_of_accuracy_metrics(spark, tmp_path):
+    from cerebro.backend import SparkBackend
+    from cerebro.storage import LocalStore
+    from cerebro.tune import TPESearch, hp_choice
+    backend = SparkBackend(spark.sparkContext, num_workers=1, verbose=0)
+    search = TPESearch(backend, LocalStore(str(tmp_path)), lambda params: tiny_estimator(),
+                       {"a": hp_choice([1, 2])}, 2, 1, evaluation_metric="balanced_accuracy")
+    assert search.evaluation_metric == "negated_balanced_accuracy"
+    estimator = search._estimator_gen_fn_wrapper({"a": 1})
+    estimator.setEpochs(1)
+    results = {estimator.getRunId(): {"val_balanced_accuracy": [0.75]}}
+    search._log_epoch_metrics_to_tensorboard([estimator], results)
+    assert results[estimator.getRunId()]["val_negated_balanced_accuracy"] == [-0.75]
