@@ -19,7 +19,7 @@ $(VENV)/.installed: requirements.txt tools/check_system.py
 demo: setup
 	$(PY) -m chap_mop.demo_data --out $(DATA)/demo_h5 --subjects 6 --days 2 --hours 6 --seed 0
 	$(PY) prep_petastorm_data.py --input $(DATA)/demo_h5 --output $(DATA)/petastorm
-	$(PY) model_selection.py --data $(DATA)/petastorm --results $(DATA)/results --epochs 2 \
+	$(PY) model_selection.py --data $(DATA)/petastorm --results $(DATA)/results --epochs 2 --batch-size 16 \
 		--search-space '{"lr": [0.001], "l2_reg": [0.0001], "win_size": [7], "amp_factor": [1, 2]}'
 
 test: setup

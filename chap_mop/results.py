@@ -87,6 +87,7 @@ def write_csv(path: Path, rows: list[dict]) -> None:
 def plot_validation_metric(path: Path, run_log: RunLog) -> None:
     """One line per configuration: validation metric against epoch."""
     import matplotlib
+    import matplotlib.ticker
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -96,6 +97,7 @@ def plot_validation_metric(path: Path, run_log: RunLog) -> None:
         values = results["val_" + metric]
         label = ", ".join(f"{name}={value}" for name, value in run_log.params(run_id).items())
         axes.plot(range(1, len(values) + 1), values, marker="o", label=label)
+    axes.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     axes.set_xlabel("epoch")
     axes.set_ylabel(f"validation {metric}")
     axes.set_title(f"Validation {metric} per epoch, one line per configuration")

@@ -55,12 +55,15 @@ def count_sequences(ids: np.ndarray, time: np.ndarray, non_wear: np.ndarray, sle
     return int(np.sum(run_lengths // seq_len))
 
 
-def make_transformation_fn(seq_len: int, block_rows: int = DEFAULT_BLOCK_ROWS
+def make_transformation_fn(seq_len: int, block_rows: int = DEFAULT_BLOCK_ROWS, shuffle_buffer: int = 0
                            ) -> Callable[[tf.data.Dataset], tf.data.Dataset]:
     """cerebro ``transformation_fn`` turning a stream of Petastorm rows into CHAP sequences.
 
     :param seq_len: Windows per sequence, ``T``.
     :param block_rows: Rows per vectorised block (a speed setting only).
+    :param shuffle_buffer: Sequences held to shuffle their order (0: keep time order). cerebro
+        reads each partition in order, so without it a batch holds one subject's consecutive
+        sequences.
     :return: A function mapping a dataset of rows (``id``, ``time``, ``data`` (100, 3) float32 g,
         ``non_wear``, ``sleeping``, ``label``) to a dataset of
         ``{"data": (T, 100, 3, 1) float32, "label": (T,) int32}``, one element per sequence.
@@ -73,7 +76,8 @@ def make_transformation_fn(seq_len: int, block_rows: int = DEFAULT_BLOCK_ROWS
             "non_wear": tf.zeros([0], tf.int32), "sleeping": tf.zeros([0], tf.int32),
             "label": tf.zeros([0], tf.int32),
         }
-        return blocks.scan(empty_carry, lambda carry, block: _cut_block(carry, block, seq_len)).unbatch()
+        sequences = blocks.scan(empty_carry, lambda carry, block: _cut_block(carry, block, seq_len)).unbatch()
+        return sequences.shuffle(shuffle_buffer) if shuffle_buffer else sequences
 
     return transform
 

@@ -87,3 +87,13 @@ def test_rules_on_a_hand_made_stream():
     asleep = zeros.copy()
     asleep[1] = 1
     assert count_sequences(ids, time, zeros, asleep, label, seq_len) == 1
+
+
+def test_shuffle_keeps_every_sequence(stream):
+    seq_len = sequence_length(7)
+    head = {name: values[:8000] for name, values in stream.items()}
+    in_order = [s["label"].tobytes() + s["data"].tobytes()
+                for s in make_transformation_fn(seq_len)(as_dataset(head)).as_numpy_iterator()]
+    shuffled = [s["label"].tobytes() + s["data"].tobytes()
+                for s in make_transformation_fn(seq_len, shuffle_buffer=16)(as_dataset(head)).as_numpy_iterator()]
+    assert sorted(shuffled) == sorted(in_order) and shuffled != in_order
