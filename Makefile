@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DATA := data
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test clean cluster-start cluster-stop
 
 setup: $(VENV)/.installed
 
@@ -24,6 +24,17 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q tests
+
+# A Spark standalone cluster on 127.0.0.1 (a Master and 2 Workers of 1 core, 3 GB each) to try the
+# spark:// path by hand: cluster-start prints the master URL to pass as --master; cluster-stop ends
+# exactly the processes it started (recorded in CLUSTER_STATE).
+CLUSTER_STATE := $(DATA)/spark-cluster.json
+
+cluster-start: setup
+	$(PY) -m chap_mop.local_cluster start --state-file $(CLUSTER_STATE)
+
+cluster-stop: setup
+	$(PY) -m chap_mop.local_cluster stop --state-file $(CLUSTER_STATE)
 
 clean:
 	rm -rf $(DATA) .pytest_cache

@@ -133,8 +133,8 @@ def main() -> None:
     except InputError as error:
         parser.exit(2, f"error: {error}\n")
     except cerebro_compat.WorkerLostError as error:
-        parser.exit(3, f"error: {error}. Model selection stopped; {args.results} is incomplete: check that the "
-                       "cluster's workers are ALIVE with free cores (master web UI), then re-run\n")
+        parser.exit(3, f"error: {error}. Model selection stopped; results folder {args.results} is incomplete: "
+                       "check that the cluster's workers are ALIVE with free cores (master web UI), then re-run\n")
 
 
 def run(args: argparse.Namespace) -> None:

@@ -7,8 +7,10 @@ fixes, and has its own test in ``tests/test_cerebro_compat.py`` that fails witho
 The patches are written against cerebro-dl 1.1.1 exactly: on any other version the
 import stops with a message instead of half-applying them.
 """
+import functools
 import importlib.metadata
 import inspect
+import os
 import struct
 import threading
 from collections.abc import Callable
@@ -276,9 +278,9 @@ class WorkerJob:
         self.thread.join(timeout_s)
         return self.failure
 
-    def finish(self, timeout_s: float) -> None:
-        """Wait up to ``timeout_s`` seconds for the job to end, cancelling it first if its workers were lost."""
-        if self.lost or self.failure:
+    def end(self, cancel: bool, timeout_s: float) -> None:
+        """Wait up to ``timeout_s`` seconds for the job to end; ``cancel`` it first if it still runs."""
+        if cancel and self.thread.is_alive():
             self.spark_context.cancelJobGroup(self.group)
         self.thread.join(timeout_s)
 
@@ -306,7 +308,8 @@ def patch_clean_shutdown() -> None:
     job that fails prints a Java stack trace from that thread. Here the job is a :class:`WorkerJob`
     whose (daemon) thread records Spark's reason instead, and still tells cerebro's driver service
     as cerebro does; teardown waits for the job to end, and cancels it first when its workers were
-    lost, instead of telling dead workers to finish.
+    lost, instead of telling dead workers to finish. Its tasks run cerebro's worker through
+    :func:`_run_worker_task`, so that executors apply these patches too.
     """
     from cerebro.backend.spark import backend as spark_backend
     if getattr(spark_backend._make_spark_thread, "_chap_mop_patched", False):
@@ -315,7 +318,7 @@ def patch_clean_shutdown() -> None:
 
     def _make_spark_thread(spark_context, spark_job_group, driver, result_queue, settings):
         job = WorkerJob(spark_context, spark_job_group)
-        mapper = spark_backend._make_mapper(driver.addresses(), settings)
+        mapper = functools.partial(_run_worker_task, spark_backend._make_mapper(driver.addresses(), settings))
 
         def run_spark():
             completed = False
@@ -344,11 +347,40 @@ def patch_clean_shutdown() -> None:
         finally:
             self.workers_initialized = self.data_loaders_initialized = False
             if job is not None:
-                job.finish(WORKER_SHUTDOWN_TIMEOUT_S)
+                job.end(cancel=job.lost, timeout_s=WORKER_SHUTDOWN_TIMEOUT_S)
 
     _make_spark_thread._chap_mop_patched = True
     spark_backend._make_spark_thread = _make_spark_thread
     spark_backend.SparkBackend.teardown_workers = teardown_workers
+
+
+def _run_worker_task(mapper, partition):
+    """*Executor side*: run cerebro's worker task ``mapper`` in a Python that has imported this module.
+
+    cloudpickle ships this function by reference, so unpickling it imports this module on the
+    executor and applies the patches there too (e.g. :func:`patch_service_bind_address`).
+    """
+    return mapper(partition)
+
+
+def patch_service_bind_address() -> None:
+    """Bind cerebro's RPC services to ``SPARK_LOCAL_IP`` when it is set, as Spark binds its own.
+
+    cerebro's driver service and each worker's task service listen on every interface of their
+    host, whatever address Spark was pinned to (in the local test cluster: 127.0.0.1 only). The
+    task services run on executors, which apply this patch through :func:`_run_worker_task`.
+    """
+    from cerebro.backend.spark import service_driver, service_task
+    original = service_task.find_port
+    if getattr(original, "_chap_mop_patched", False):
+        return
+
+    def find_port(server_factory):
+        host = os.environ.get("SPARK_LOCAL_IP", "")  # "": every interface, cerebro's choice
+        return original(lambda address: server_factory((host, address[1])))
+
+    find_port._chap_mop_patched = True
+    service_driver.find_port = service_task.find_port = find_port
 
 
 def patch_worker_loss() -> None:
@@ -379,7 +411,7 @@ def patch_worker_loss() -> None:
             return original_send(self, req)
         except RPC_ERRORS as error:
             message = (f"a Spark worker or executor was lost: cerebro's {self._service_name} stopped answering "
-                       f"({error or type(error).__name__})")
+                       f"({str(error) or type(error).__name__})")
             if job is not None:
                 job.lost = True
                 failure = job.wait_for_failure(SPARK_FAILURE_WAIT_S)
@@ -391,13 +423,15 @@ def patch_worker_loss() -> None:
         known = set(_WORKER_JOBS)
         try:
             original_initialize(self)
-        except Exception as error:  # cerebro raises a bare Exception when its job failed during start-up
-            failed = [job for group, job in _WORKER_JOBS.items() if group not in known and job.failure]
-            if not failed:
+        except Exception as error:  # cerebro raises a bare Exception when its job failed or timed out
+            started = [_WORKER_JOBS.pop(group) for group in set(_WORKER_JOBS) - known]
+            failure = next((job.failure for job in started if job.failure), None)  # before cancelling
+            for job in started:
+                job.end(cancel=True, timeout_s=WORKER_SHUTDOWN_TIMEOUT_S)
+            if failure is None:
                 raise
-            del _WORKER_JOBS[failed[0].group]
             raise WorkerLostError(f"the Spark job hosting cerebro's {self.settings.num_workers} workers failed "
-                                  f"before they all started: {failed[0].failure}") from error
+                                  f"before they all started: {failure}") from error
         for client in self.task_clients:
             client.worker_job = _WORKER_JOBS[self.spark_job_group]
 
@@ -417,6 +451,7 @@ def apply_patches() -> None:
     patch_run_hyperparameters()
     patch_clean_shutdown()
     patch_worker_loss()
+    patch_service_bind_address()
     patch_random_search_dimensions()
     patch_tpe_direction()
 

@@ -4,6 +4,11 @@ Executors get what they cannot be trusted to have: the environment of
 :mod:`chap_mop.runtime_env` (``spark.executorEnv.*``), this package (zipped and shipped
 with ``addPyFile``) and the same Python interpreter as the driver (``spark.pyspark.python``;
 ``PYSPARK_PYTHON`` overrides it, for workers whose interpreter lives elsewhere).
+
+On a ``spark://`` or YARN master nothing else is needed from the workers but that interpreter
+with the pinned requirements installed: executors inherit nothing from the driver's environment.
+Where Spark listens follows ``SPARK_LOCAL_IP`` (driver, executors and, through
+:func:`chap_mop.cerebro_compat.patch_service_bind_address`, cerebro's services).
 """
 import os
 import shutil
@@ -41,7 +46,10 @@ def start_spark(master: str, app_name: str, conf: dict[str, str] | None = None):
     builder = (SparkSession.builder.master(master).appName(app_name)
                .config("spark.pyspark.python", python)
                .config("spark.pyspark.driver.python", sys.executable)
-               .config("spark.ui.showConsoleProgress", "false"))
+               .config("spark.ui.showConsoleProgress", "false")
+               # cerebro's workers are one barrier job, which Spark refuses under dynamic allocation
+               # (on by default on many YARN clusters); executors must stay for the whole run anyway.
+               .config("spark.dynamicAllocation.enabled", "false"))
     for name, value in runtime_env.EXECUTOR_ENV.items():
         builder = builder.config(f"spark.executorEnv.{name}", value)
     for name, value in (conf or {}).items():

@@ -135,3 +135,55 @@ def test_tpe_minimises_the_negation_of_accuracy_metrics(spark, tmp_path):
     results = {estimator.getRunId(): {"val_balanced_accuracy": [0.75]}}
     search._log_epoch_metrics_to_tensorboard([estimator], results)
     assert results[estimator.getRunId()]["val_negated_balanced_accuracy"] == [-0.75]
+
+
+def test_teardown_ends_the_workers_spark_job(spark):
+    from cerebro.backend import SparkBackend
+    backend = SparkBackend(spark.sparkContext, num_workers=2, verbose=0)
+    backend.initialize_workers()
+    job = cerebro_compat._WORKER_JOBS[backend.spark_job_group]
+    assert job.thread.is_alive()
+    backend.teardown_workers()
+    assert not job.thread.is_alive() and job.failure is None  # ended on its own, not cancelled
+
+
+def listening_child(port: int):
+    """The process of this test run (a PySpark worker, in local mode) that listens on ``port``."""
+    import psutil
+    for process in psutil.Process().children(recursive=True):
+        if any(c.laddr.port == port and c.status == psutil.CONN_LISTEN for c in process.net_connections("tcp")):
+            return process
+    raise AssertionError(f"no child process listens on port {port}")
+
+
+def test_lost_worker_ends_the_run_with_a_clear_error(spark):
+    import time
+    from cerebro.backend import SparkBackend
+    backend = SparkBackend(spark.sparkContext, num_workers=2, verbose=0)
+    backend.initialize_workers()
+    client = backend.task_clients[1]
+    job = cerebro_compat._WORKER_JOBS[backend.spark_job_group]
+    assert client.sub_epoch_completed().flag is False  # alive and idle
+    listening_child(next(iter(client.addresses().values()))[0][1]).kill()  # the task of worker 1 dies
+    started = time.monotonic()
+    with pytest.raises(cerebro_compat.WorkerLostError,
+                       match=r"worker or executor was lost: cerebro's task service #1 stopped answering "
+                             r"\(\[Errno 111\] Connection refused\); Spark: Job aborted"):
+        client.sub_epoch_completed()
+    backend.teardown_workers()  # the finally of cerebro's fit: must neither hang nor raise
+    assert time.monotonic() - started < 60
+    assert not job.thread.is_alive() and backend.spark_job_group not in cerebro_compat._WORKER_JOBS
+    with pytest.raises(cerebro_compat.WorkerLostError, match="the Spark job hosting cerebro's workers failed"):
+        backend.task_clients[0].sub_epoch_completed()  # noticed from the job, without any call failing
+    assert spark.sparkContext.parallelize(range(4), 2).sum() == 6  # Spark itself carries on
+
+
+def test_services_bind_to_spark_local_ip(monkeypatch):
+    from cerebro.backend import secret
+    from cerebro.backend.spark.service_driver import SparkDriverService
+    monkeypatch.setenv("SPARK_LOCAL_IP", "127.0.0.1")
+    service = SparkDriverService(1, secret.make_secret_key(), None)
+    try:
+        assert service._server.socket.getsockname()[0] == "127.0.0.1"  # cerebro's own: "0.0.0.0"
+    finally:
+        service.shutdown()

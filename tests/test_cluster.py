@@ -1,0 +1,196 @@
+"""Both scripts against a real Spark standalone cluster on 127.0.0.1: a Master and two 1-core Workers
+started with pyspark's own launcher (``chap_mop.local_cluster``), whose daemons inherit none of this
+test's environment, so the scripts must ship everything their executors need.
+
+Every process a test starts (cluster daemons, executors, the scripts and their driver JVMs) is
+tracked by process id and stopped in the fixtures' teardown, also when the test fails.
+"""
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from chap_mop import local_cluster
+from conftest import PROJECT
+
+GRID = '{"lr": [0.001], "l2_reg": [0.0001], "win_size": [1], "amp_factor": [1, 2]}'
+SCRIPT_TIMEOUT_S = 300  # a script that runs longer than this on the tiny demo data hangs
+WORKER_LOSS_BOUND_S = 180  # from killing a worker to model_selection.py's exit
+TRAINING_STARTED = "Scheduling Model"
+
+
+class TrackedScript:
+    """A project script run as a subprocess, its output in a log file and its process tree tracked.
+
+    The tree (the script, its Spark driver JVM) is sampled while the script runs, so that
+    :meth:`stop` can end exactly those processes, even ones that outlive the script.
+    """
+
+    def __init__(self, script: str, args: list[str], cwd: Path, log: Path):
+        self.log = log
+        # The driver binds to 127.0.0.1 only, as the cluster does; output unbuffered for wait_for_log.
+        env = dict(os.environ, SPARK_LOCAL_IP=local_cluster.HOST, PYTHONUNBUFFERED="1")
+        with open(log, "wb") as out:
+            self.process = subprocess.Popen([sys.executable, str(PROJECT / script), *args], cwd=cwd, env=env,
+                                            stdout=out, stderr=subprocess.STDOUT)
+        self.tree = {self.process.pid: psutil.Process(self.process.pid)}
+
+    def sample_tree(self) -> None:
+        try:
+            for child in self.tree[self.process.pid].children(recursive=True):
+                self.tree.setdefault(child.pid, child)
+        except psutil.NoSuchProcess:
+            pass
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_for_log(self, text: str, timeout_s: float) -> None:
+        """Wait until ``text`` appears in the output; fail if the script exits or ``timeout_s`` passes."""
+        deadline = time.monotonic() + timeout_s
+        while text not in self.output():
+            self.sample_tree()
+            assert self.process.poll() is None, f"exited {self.process.returncode} before '{text}':\n{self.tail()}"
+            assert time.monotonic() < deadline, f"no '{text}' within {timeout_s} s:\n{self.tail()}"
+            time.sleep(0.5)
+
+    def wait(self, timeout_s: float) -> int:
+        """The exit code; fails the test if the script runs longer than ``timeout_s`` seconds."""
+        deadline = time.monotonic() + timeout_s
+        while self.process.poll() is None:
+            self.sample_tree()
+            assert time.monotonic() < deadline, f"still running after {timeout_s} s:\n{self.tail()}"
+            time.sleep(0.5)
+        return self.process.returncode
+
+    def tail(self, chars: int = 4000) -> str:
+        return self.output()[-chars:]
+
+    def leftovers(self, grace_s: float = 30) -> list[psutil.Process]:
+        """Processes of the tree still running ``grace_s`` seconds after the script ended."""
+        _, alive = psutil.wait_procs([p for pid, p in self.tree.items() if pid != self.process.pid], timeout=grace_s)
+        return alive
+
+    def stop(self) -> None:
+        """SIGKILL whatever of the tree still runs (cerebro's SIGTERM handler itself raises an exception)."""
+        self.sample_tree()
+        for process in self.tree.values():
+            try:
+                process.kill()
+            except psutil.NoSuchProcess:
+                continue
+        self.process.wait()
+        psutil.wait_procs(list(self.tree.values()), timeout=10)
+
+
+@pytest.fixture
+def scripts():
+    """Starts scripts with ``scripts(name, args, cwd, log)``; stops all of them on teardown."""
+    started: list[TrackedScript] = []
+
+    def run(script: str, args: list[str], cwd: Path, log: Path) -> TrackedScript:
+        started.append(TrackedScript(script, args, cwd, log))
+        return started[-1]
+
+    yield run
+    for script in started:
+        script.stop()
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    """A fresh 2-worker, 1-core-each local cluster; on teardown, stopped and checked to leave nothing."""
+    state_file = tmp_path / "cluster.json"
+    started = local_cluster.start(state_file, workers=2, cores=1, memory="3g")
+    try:
+        yield started
+    finally:
+        if state_file.is_file():
+            local_cluster.stop(state_file)
+        assert not started.processes(), "Spark processes of the test cluster outlived its teardown"
+
+
+@pytest.fixture(scope="module")
+def demo_h5(tmp_path_factory) -> Path:
+    """4 demo subjects x 1 day x 4 hours of H5 day files."""
+    out = tmp_path_factory.mktemp("cluster_h5") / "h5"
+    subprocess.run([sys.executable, "-m", "chap_mop.demo_data", "--out", str(out), "--subjects", "4", "--days", "1",
+                    "--hours", "4", "--seed", "3"], cwd=PROJECT, check=True, capture_output=True)
+    return out
+
+
+def listening_addresses(processes: list[psutil.Process]) -> set[str]:
+    """The IPv4 addresses the given processes listen on (TCP; Java lists them IPv4-mapped, as ::ffff:a.b.c.d)."""
+    addresses = set()
+    for process in processes:
+        try:
+            addresses |= {c.laddr.ip.removeprefix("::ffff:") for c in process.net_connections("tcp")
+                          if c.status == psutil.CONN_LISTEN}
+        except psutil.NoSuchProcess:
+            continue
+    return addresses
+
+
+def prepare(scripts, cluster, demo_h5: Path, work: Path) -> None:
+    """prep_petastorm_data.py on the cluster; relative paths, resolved by the driver in ``work``."""
+    prep = scripts("prep_petastorm_data.py", ["--master", cluster.master_url, "--input", str(demo_h5),
+                                              "--output", "store", "--partitions", "2"], work, work / "prep.log")
+    assert prep.wait(SCRIPT_TIMEOUT_S) == 0, prep.tail()
+
+
+def select(scripts, cluster, work: Path, epochs: int) -> TrackedScript:
+    return scripts("model_selection.py", ["--master", cluster.master_url, "--data", "store", "--results", "results",
+                                          "--workers", "2", "--epochs", str(epochs), "--batch-size", "8",
+                                          "--search-space", GRID], work, work / "selection.log")
+
+
+def test_both_scripts_run_on_a_standalone_cluster(cluster, scripts, demo_h5, tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    prepare(scripts, cluster, demo_h5, work)
+    manifest = json.loads((work / "store" / "manifest.json").read_text())
+    assert manifest["splits"]["train"]["row_groups"] >= 2 and manifest["splits"]["validation"]["row_groups"] >= 2
+
+    selection = select(scripts, cluster, work, epochs=1)
+    selection.wait_for_log(TRAINING_STARTED, SCRIPT_TIMEOUT_S)
+    # While the workers train: the daemons, executors, driver and cerebro's services listen on 127.0.0.1 only.
+    selection.sample_tree()
+    assert listening_addresses(cluster.processes() + list(selection.tree.values())) == {local_cluster.HOST}
+    assert selection.wait(SCRIPT_TIMEOUT_S) == 0, selection.tail()
+    assert not selection.leftovers(), "the driver's processes outlived model_selection.py"
+
+    results = work / "results"
+    models = list(csv.DictReader(open(results / "models.csv")))
+    assert len(models) == 2 and {m["amp_factor"] for m in models} == {"1", "2"}
+    summary = json.loads((results / "summary.json").read_text())
+    assert summary["workers"] == 2 and summary["epochs"] == 1
+    assert summary["best_run_id"] in {m["run_id"] for m in models}
+    # The executors, not the driver, wrote the checkpoints: into the shared results folder.
+    assert all(any((results / "runs" / m["run_id"]).glob("*.h5")) for m in models)
+
+
+def test_losing_a_worker_ends_model_selection_with_a_clear_error(cluster, scripts, demo_h5, tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    prepare(scripts, cluster, demo_h5, work)
+    selection = select(scripts, cluster, work, epochs=20)  # far longer than the test waits
+    selection.wait_for_log(TRAINING_STARTED, SCRIPT_TIMEOUT_S)
+
+    killed = local_cluster.kill_worker(cluster, 0)  # the Worker, its executor and its Python workers
+    killed_at = time.monotonic()
+    assert len(killed) >= 3
+    assert selection.wait(WORKER_LOSS_BOUND_S) == 3, selection.tail()
+    seconds = time.monotonic() - killed_at
+    error = [line for line in selection.output().splitlines() if line.startswith("error: ")]
+    assert len(error) == 1, selection.tail()
+    assert "a Spark worker or executor was lost" in error[0] and "worker lost" in error[0], error[0]
+    assert "re-run" in error[0]
+    assert "Traceback" not in selection.output()
+    assert seconds < WORKER_LOSS_BOUND_S
+    assert not selection.leftovers(), "the driver's processes outlived model_selection.py"
