@@ -143,8 +143,9 @@ def run(args: argparse.Namespace) -> None:
     if args.metric not in RECORDED_METRICS:
         raise InputError(f"evaluation metric '{args.metric}' is not recorded; expected one of {list(RECORDED_METRICS)}")
     manifest, train, val = read_store(args.data)
-    print(f"Data store {args.data}: {train.rows} train rows in {train.row_groups} row groups, "
-          f"{val.rows} validation rows in {val.row_groups} row groups")
+    subjects = {name: len(split["subjects"]) for name, split in manifest["splits"].items()}
+    print(f"Data store {args.data}: {subjects['train']} train subjects, {train.rows} windows in {train.row_groups} "
+          f"row groups; {subjects['validation']} validation subjects, {val.rows} windows in {val.row_groups} row groups")
 
     spark = start_spark(args.master, "chap-model-selection")
     num_workers = args.workers or spark.sparkContext.defaultParallelism

@@ -139,6 +139,8 @@ def patch_tensorboard_logs() -> None:
         for estimator, params in zip(estimators, hparams):
             run_id = estimator.getRunId()
             _write(_store_of(store, run_id), run_id, lambda: hp.hparams(params, trial_id=run_id))
+            if verbose >= 1:
+                print(f"CEREBRO => Model: {run_id}, " + ", ".join(f"{k}: {v}" for k, v in params.items()))
 
     def log_epoch_metrics_to_tensorboard(estimators, estimator_results, store, verbose):
         for estimator in estimators:
