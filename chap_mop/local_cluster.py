@@ -248,19 +248,20 @@ def owned_processes(daemons: list[Daemon], started_at: float) -> list[psutil.Pro
     return list(owned.values())
 
 
-def stop_processes(processes: list[psutil.Process], grace_s: float = STOP_GRACE_S) -> None:
-    """SIGTERM the given processes, then SIGKILL whichever still runs after ``grace_s`` seconds."""
+def _signal(processes: list[psutil.Process], sig: signal.Signals) -> None:
+    """Send ``sig`` to each process that still exists."""
     for process in processes:
         try:
-            process.send_signal(signal.SIGTERM)
+            process.send_signal(sig)
         except psutil.NoSuchProcess:
             continue
+
+
+def stop_processes(processes: list[psutil.Process], grace_s: float = STOP_GRACE_S) -> None:
+    """SIGTERM the given processes, then SIGKILL whichever still runs after ``grace_s`` seconds."""
+    _signal(processes, signal.SIGTERM)
     _, alive = psutil.wait_procs(processes, timeout=grace_s)
-    for process in alive:
-        try:
-            process.kill()
-        except psutil.NoSuchProcess:
-            continue
+    _signal(alive, signal.SIGKILL)
     psutil.wait_procs(alive, timeout=grace_s)
 
 
@@ -268,11 +269,7 @@ def kill_worker(cluster: LocalCluster, index: int) -> list[int]:
     """Simulate the loss of a worker host: SIGKILL Worker ``index``, its executors and their Python
     workers at once. :return: the process ids killed."""
     processes = cluster.processes(cluster.workers[index])
-    for process in processes:
-        try:
-            process.kill()
-        except psutil.NoSuchProcess:
-            continue
+    _signal(processes, signal.SIGKILL)
     psutil.wait_procs(processes, timeout=STOP_GRACE_S)
     return [process.pid for process in processes]
 
