@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DATA := data
 
-.PHONY: setup demo test clean cluster-start cluster-stop
+.PHONY: setup demo test bench clean cluster-start cluster-stop
 
 setup: $(VENV)/.installed
 
@@ -24,6 +24,10 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q tests
+
+# Benchmark of every stage against its limit (about 15 min on 2 cores): bench/README.md.
+bench: setup
+	$(PY) -m bench.run_bench
 
 # A Spark standalone cluster on 127.0.0.1 (a Master and 2 Workers of 1 core, 3 GB each) to try the
 # spark:// path by hand: cluster-start prints the master URL to pass as --master; cluster-stop ends

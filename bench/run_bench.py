@@ -1,0 +1,569 @@
+"""Benchmark: how close each stage gets to its limit, measured side by side on one machine.
+
+Builds its own demo data, then measures four stages and writes ``bench/results.json`` and a
+markdown table (stdout):
+
+1. prep throughput: ``prep_petastorm_data.py`` on local Spark against a single-process pyarrow writer;
+2. input pipeline headroom: one worker's Petastorm reader + ``transformation_fn`` against a training step;
+3. model hopper efficiency: ``model_selection.py`` (cerebro's 2 s polling and the project's setting)
+   against the ideal of training each configuration alone, divided by the number of workers;
+4. accuracy parity: final validation balanced accuracy of each configuration, hopped against alone.
+
+Run from the project folder (``make bench`` does the same with the defaults)::
+
+    .venv/bin/python -m bench.run_bench [--subjects N --days N --hours H ...]
+
+Everything it writes besides ``bench/results.json`` goes to ``bench/work/`` (logs of every command
+included), which each run replaces.
+"""
+import argparse
+import csv
+import datetime
+import importlib.metadata
+import itertools
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from chap_mop import prep
+from chap_mop.cerebro_compat import DEFAULT_POLLING_PERIOD_S
+from chap_mop.demo_data import write_demo_dataset
+from chap_mop.h5_format import read_day_file
+from chap_mop.schema import MANIFEST_NAME, TRAIN_DIR, VAL_DIR, encode_windows
+from chap_mop.windows import sequence_length
+
+PROJECT = Path(__file__).resolve().parents[1]
+WORK = PROJECT / "bench" / "work"
+RESULTS = PROJECT / "bench" / "results.json"
+
+TRAIN_FRACTION, SPLIT_SEED = 0.7, 2021  # prep_petastorm_data.py's defaults, given explicitly to both writers
+STOCK_POLLING_PERIOD_S = 2.0  # cerebro-dl's own polling period
+# lr 1e-4: at 1e-3 the few steps of the default data swing models between one-class output and
+# learning, which would make the accuracy comparison of stage 4 a coin toss.
+DEFAULT_GRID = {"lr": [1e-4], "l2_reg": [1e-3, 1e-4], "win_size": [7], "amp_factor": [1, 2]}
+DEFAULT_MODEL = {"win_size": 7, "amp_factor": 2, "l2_reg": 1e-4, "lr": 1e-4}  # the training step of stage 2
+SEARCH_BATCH_SIZE = 128  # model_selection.py's default sequences per step
+
+# pyarrow's twin of WindowSchema.as_spark_schema(): what Spark writes for the same rows.
+ARROW_SCHEMA = pa.schema([pa.field("id", pa.string(), False), pa.field("time", pa.int64(), False),
+                          pa.field("data", pa.binary(), False), pa.field("non_wear", pa.int32(), False),
+                          pa.field("sleeping", pa.int32(), False), pa.field("label", pa.int32(), False)])
+
+PREP_LINE = re.compile(r"wrote \d+ subjects, (\d+) windows to \S+ in ([\d.]+) s")
+CEREBRO_EPOCH = re.compile(r"Starting EPOCH (Training|Validation)")
+CEREBRO_SCHEDULING = re.compile(r"Scheduling Model: ([^,\s]+), on Worker: (\d+)")
+CEREBRO_COMPLETED = re.compile(r"Completed Model: ([^,\s]+), on Worker: (\d+)")
+CEREBRO_SUB_EPOCH = re.compile(r"Model: ([^,\s]+), Mode: (TRAIN|VALID), Initialization Time: ([-\d.e]+), "
+                               r"Training Time: ([-\d.e]+), Finalization Time: ([-\d.e]+)")
+
+
+class BenchError(RuntimeError):
+    """A step of the benchmark failed or gave inconsistent results; the message says where to look."""
+
+
+@dataclass(frozen=True)
+class Line:
+    """One output line of a command, with the seconds since the command started when it arrived."""
+    seconds: float
+    text: str
+
+
+def run_command(args: list[str], log: Path) -> tuple[float, list[Line]]:
+    """Run a command from the project folder, keeping every output line with its arrival time.
+
+    Python output is unbuffered (``PYTHONUNBUFFERED``) so that arrival times are the times lines
+    were printed, to well under a second; cerebro's own timestamps have whole seconds only.
+
+    :return: wall-clock seconds of the whole command, its stdout and stderr lines in arrival order.
+    :raises BenchError: the command failed; the log file holds all of its output.
+    """
+    started = time.perf_counter()
+    process = subprocess.Popen(args, cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    lines: list[Line] = []
+
+    def collect(stream) -> None:
+        for text in stream:
+            lines.append(Line(time.perf_counter() - started, text.rstrip("\n")))
+
+    readers = [threading.Thread(target=collect, args=(stream,)) for stream in (process.stdout, process.stderr)]
+    for reader in readers:
+        reader.start()
+    returncode = process.wait()
+    for reader in readers:
+        reader.join()
+    wall_s = time.perf_counter() - started
+    lines.sort(key=lambda line: line.seconds)
+    log.write_text("".join(f"{line.seconds:9.3f} {line.text}\n" for line in lines))
+    if returncode != 0:
+        tail = "\n".join(line.text for line in lines[-15:])
+        raise BenchError(f"{' '.join(args[:3])} ... failed ({returncode}); full output in {log}:\n{tail}")
+    return wall_s, lines
+
+
+def single_worker(command: str, name: str, **options) -> dict:
+    """Run one ``bench/single_worker.py`` measurement in a fresh process and return its JSON result."""
+    out = WORK / f"{name}.json"
+    args = [sys.executable, "-m", "bench.single_worker", command, "--out", str(out)]
+    for option, value in options.items():
+        args += [f"--{option.replace('_', '-')}", value if isinstance(value, str) else json.dumps(value)]
+    run_command(args, WORK / f"{name}.log")
+    return json.loads(out.read_text())
+
+
+def machine() -> dict:
+    """CPU, cores, RAM and software versions of this machine, and the date."""
+    cpuinfo = Path("/proc/cpuinfo").read_text()
+    meminfo = Path("/proc/meminfo").read_text()
+    cpu = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.M)
+    ram_kb = int(re.search(r"^MemTotal:\s*(\d+) kB", meminfo, re.M).group(1))
+    return {"cpu": cpu.group(1) if cpu else platform.processor(), "cores": os.cpu_count(),
+            "ram_gb": round(ram_kb / 2 ** 20, 1), "os": platform.platform(), "python": platform.python_version(),
+            **{package: importlib.metadata.version(package)
+               for package in ("tensorflow", "tf-keras", "pyspark", "petastorm", "pyarrow", "cerebro-dl")},
+            "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
+
+
+def load_average() -> float:
+    """The machine's 1-minute load average (runnable processes, all cores together)."""
+    return os.getloadavg()[0]
+
+
+def make_data(out: Path, subjects: int, days: int, hours: float, seed: int) -> dict:
+    """Write the demo H5 day files the benchmark reads; returns their size."""
+    write_demo_dataset(out, subjects, days, hours, seed)
+    files = list(out.rglob("*.h5"))
+    return {"subjects": subjects, "days": days, "hours_per_day": hours, "seed": seed, "day_files": len(files),
+            "h5_mb": round(sum(f.stat().st_size for f in files) / 2 ** 20, 1)}
+
+
+# Stage 1 ----------------------------------------------------------------------------------------------
+
+def prep_with_spark(h5_dir: Path, store: Path, partitions: int) -> dict:
+    """Run ``prep_petastorm_data.py`` on local Spark with every core.
+
+    :return: windows written, wall-clock s of the command (Spark start-up included) and the job's
+        own s (from its closing line: checks, writes and manifest, no start-up).
+    """
+    wall_s, lines = run_command([sys.executable, "prep_petastorm_data.py", "--master", "local[*]",
+                                 "--input", str(h5_dir), "--output", str(store), "--partitions", str(partitions),
+                                 "--train-fraction", str(TRAIN_FRACTION), "--seed", str(SPLIT_SEED)],
+                                WORK / "prep_spark.log")
+    found = [m for m in map(PREP_LINE.search, (line.text for line in lines)) if m]
+    if not found:
+        raise BenchError(f"prep_petastorm_data.py printed no 'wrote ... windows ... in ... s' line; see "
+                         f"{WORK / 'prep_spark.log'}")
+    return {"windows": int(found[-1].group(1)), "wall_s": wall_s, "job_s": float(found[-1].group(2))}
+
+
+def day_table(subject: str, day: dict) -> pa.Table:
+    """One day file's windows as the rows Spark writes: WindowSchema columns, ``data`` as .npy bytes."""
+    n = len(day["time"])
+    return pa.Table.from_arrays([pa.array([subject] * n, pa.string()), pa.array(day["time"]),
+                                 encode_windows(day["data"]), pa.array(day["non_wear"]),
+                                 pa.array(day["sleeping"]), pa.array(day["label"])], schema=ARROW_SCHEMA)
+
+
+def prep_baseline(h5_dir: Path, out: Path, partitions: int) -> tuple[float, float]:
+    """The same conversion in one process with pyarrow alone: same passes, split, files and rows.
+
+    Pass 1 counts rows (without reading ``data``) to plan the files, as the Spark job does;
+    pass 2 reads every day file whole and writes one row group per day file.
+
+    :return: seconds of both passes together, and of those the seconds spent reading day files whole.
+    """
+    shutil.rmtree(out, ignore_errors=True)
+    started = time.perf_counter()
+    fs = pafs.LocalFileSystem()
+    day_files, _ = prep.find_day_files(fs, str(h5_dir))
+    rows = {subject: sum(prep.inspect_day_file(fs, subject, path)[2] for path in paths)
+            for subject, paths in day_files.items()}
+    train, val = prep.split_subjects(list(day_files), TRAIN_FRACTION, SPLIT_SEED)
+    read_s = 0.0
+    for name, subjects in (("train", train), ("validation", val)):
+        plan = prep.plan_split(name, name, subjects, rows, partitions)
+        (out / plan.folder).mkdir(parents=True)
+        for index, file_subjects in enumerate(plan.files):
+            with pq.ParquetWriter(out / plan.folder / f"part-{index:05d}.parquet", ARROW_SCHEMA) as writer:
+                for subject in file_subjects:
+                    for path in day_files[subject]:
+                        read_started = time.perf_counter()
+                        day = read_day_file(path)
+                        read_s += time.perf_counter() - read_started
+                        writer.write_table(day_table(subject, day))
+    return time.perf_counter() - started, read_s
+
+
+def python_row_work(h5_dir: Path) -> float:
+    """Seconds that ``prep.window_rows``, the Python work of Spark's executors, takes in one process for
+    every day file: what is left of the Spark job's time is Spark's own."""
+    fs = pafs.LocalFileSystem()
+    day_files, _ = prep.find_day_files(fs, str(h5_dir))
+    started = time.perf_counter()
+    for _ in prep.window_rows(fs, [[(subject, path) for subject, paths in day_files.items() for path in paths]]):
+        pass
+    return time.perf_counter() - started
+
+
+def check_same_rows(spark_dir: Path, baseline_dir: Path) -> None:
+    """Both writers wrote the same rows, byte for byte, in both splits (order aside).
+
+    :raises BenchError: a split differs.
+    """
+    for spark_split, baseline_split in ((TRAIN_DIR, "train"), (VAL_DIR, "validation")):
+        tables = [pq.read_table(path).sort_by([("id", "ascending"), ("time", "ascending")])
+                  for path in (spark_dir / spark_split, baseline_dir / baseline_split)]
+        for name in ARROW_SCHEMA.names:
+            if not tables[0].column(name).equals(tables[1].column(name)):
+                raise BenchError(f"column '{name}' of {spark_split} differs between Spark's and the baseline's rows")
+
+
+def stage_prep(h5_dir: Path, store: Path, partitions: int) -> dict:
+    """Stage 1: windows per second of the Spark job and of the single-process baseline, and their ratio."""
+    spark = prep_with_spark(h5_dir, store, partitions)
+    baseline_s, baseline_read_s = prep_baseline(h5_dir, WORK / "prep_baseline", partitions)
+    check_same_rows(store, WORK / "prep_baseline")
+    windows = spark["windows"]
+    rates = {"spark_wall_windows_per_s": windows / spark["wall_s"], "spark_job_windows_per_s": windows / spark["job_s"],
+             "baseline_windows_per_s": windows / baseline_s}
+    return {"windows": windows, "spark_wall_s": spark["wall_s"], "spark_job_s": spark["job_s"],
+            "baseline_s": baseline_s, "baseline_read_s": baseline_read_s,
+            "executor_python_s": python_row_work(h5_dir), **rates,
+            "spark_wall_over_baseline": rates["spark_wall_windows_per_s"] / rates["baseline_windows_per_s"],
+            "spark_job_over_baseline": rates["spark_job_windows_per_s"] / rates["baseline_windows_per_s"]}
+
+
+# Stage 2 ----------------------------------------------------------------------------------------------
+
+def stage_input_pipeline(store: Path, workers: int, batch_size: int, steps: int) -> dict:
+    """Stage 2: windows/s of one worker's reader + windowing alone against a training step of the
+    default model, both with one core; headroom = pipeline rate / training rate."""
+    pipeline = single_worker("input-pipeline", "pipeline", store=str(store), win_size=DEFAULT_MODEL["win_size"],
+                             batch_size=batch_size, shard=0, shards=workers)
+    step = single_worker("train-step", "train_step", batch_size=batch_size, steps=steps, **DEFAULT_MODEL)
+    return {"pipeline": pipeline, "train_step": step,
+            "cold_headroom": pipeline["cold_windows_per_s"] / step["windows_per_s"],
+            "warm_headroom": pipeline["warm_windows_per_s"] / step["windows_per_s"]}
+
+
+# Stage 3 ----------------------------------------------------------------------------------------------
+
+def expand_grid(space: dict) -> list[dict]:
+    """Every configuration of a grid, as ``{name: value}``."""
+    names = list(space)
+    return [dict(zip(names, values)) for values in itertools.product(*(space[name] for name in names))]
+
+
+def config_key(config: dict) -> str:
+    """A configuration's identity across model_selection.py's models.csv and the one-by-one runs."""
+    return (f"lr={float(config['lr']):g} l2_reg={float(config['l2_reg']):g} win_size={int(config['win_size'])} "
+            f"amp_factor={int(config['amp_factor'])}")
+
+
+def run_model_selection(store: Path, grid: dict, workers: int, epochs: int, batch_size: int, seed: int,
+                        polling_period: float) -> dict:
+    """Run ``model_selection.py`` once, each configuration starting from the weights that ``seed`` gives
+    (see ``bench/seeded_model_selection.py``); return its wall-clock, time split, and final accuracies."""
+    name = f"model_selection_poll{polling_period:g}"
+    results = WORK / name
+    wall_s, lines = run_command([sys.executable, "-m", "bench.seeded_model_selection", str(seed),
+                                 "--data", str(store), "--results", str(results), "--workers", str(workers),
+                                 "--epochs", str(epochs), "--batch-size", str(batch_size),
+                                 "--search-space", json.dumps(grid), "--polling-period", str(polling_period)],
+                                WORK / f"{name}.log")
+    split = time_split(lines, wall_s, workers)
+    expected = len(expand_grid(grid)) * workers * epochs * 2  # a train and a validation visit per worker
+    if split["sub_epochs"] != expected:
+        raise BenchError(f"{name}: {split['sub_epochs']} sub-epoch timing lines, expected {expected}; "
+                         f"see {WORK / name}.log")
+    with open(results / "models.csv", newline="") as handle:
+        accuracy = {config_key(row): float(row["val_balanced_accuracy"]) for row in csv.DictReader(handle)}
+    summary = json.loads((results / "summary.json").read_text())
+    return {"polling_period_s": polling_period, "wall_s": wall_s, **split,
+            "sequences_per_epoch": summary["sequences_per_epoch"], "val_balanced_accuracy": accuracy}
+
+
+def time_split(lines: list[Line], wall_s: float, workers: int) -> dict:
+    """Where model_selection.py's wall-clock went, from the driver's and the workers' lines.
+
+    A phase is one epoch's training or validation, from its first "Scheduling" to its last
+    "Completed" line. Inside phases a worker is either holding a model (from the driver's
+    "Scheduling" to its "Completed" line) or waiting for one: every model it still has to see is
+    on another worker, or the phase waits for its slowest sub-epoch. While holding a model, a worker
+    runs the sub-epoch (cerebro times its initialization, training and finalization) or waits for
+    the call to arrive and for the driver's next poll to notice the sub-epoch ended.
+
+    :return: seconds; ``*_worker_s`` are worker-seconds summed over workers. ``startup_s`` (start to
+        first scheduling: Spark, data store checks, workers, readers), ``between_phases_s`` (driver
+        work between phases), ``wrapup_s``, ``train_worker_s`` and ``validate_worker_s`` (Keras
+        fit/evaluate, data reading inside), ``init_worker_s`` (checkpoint load + tf.data build),
+        ``finalize_worker_s`` (checkpoint save + sync + session clear), ``polling_worker_s`` (holding a
+        model outside its sub-epoch), ``waiting_worker_s`` (holding no model inside a phase).
+    """
+    phases: list[list[float]] = []  # [first scheduling, last completion] per phase
+    scheduled_at: dict[str, float] = {}  # worker -> when the driver scheduled its current model
+    held_s = 0.0
+    sums = {"TRAIN": [0.0, 0.0, 0.0], "VALID": [0.0, 0.0, 0.0]}  # initialization, training, finalization
+    sub_epochs = 0
+    for line in lines:
+        if CEREBRO_EPOCH.search(line.text):
+            phases.append([])
+        elif match := CEREBRO_SCHEDULING.search(line.text):
+            scheduled_at[match.group(2)] = line.seconds
+            phases[-1] = phases[-1] or [line.seconds, line.seconds]
+        elif match := CEREBRO_COMPLETED.search(line.text):
+            held_s += line.seconds - scheduled_at.pop(match.group(2))
+            phases[-1][1] = line.seconds
+        elif match := CEREBRO_SUB_EPOCH.search(line.text):
+            sub_epochs += 1
+            for i, value in enumerate(match.groups()[2:]):
+                sums[match.group(2)][i] += float(value)
+    if not phases or not all(phases):
+        raise BenchError("model_selection.py printed no cerebro scheduling lines")
+    phase_worker_s = workers * sum(end - start for start, end in phases)
+    busy = sum(sum(values) for values in sums.values())
+    return {"startup_s": phases[0][0], "wrapup_s": wall_s - phases[-1][1],
+            "between_phases_s": sum(nxt[0] - prev[1] for prev, nxt in zip(phases, phases[1:])),
+            "phases": len(phases), "sub_epochs": sub_epochs, "phase_worker_s": phase_worker_s,
+            "train_worker_s": sums["TRAIN"][1], "validate_worker_s": sums["VALID"][1],
+            "init_worker_s": sums["TRAIN"][0] + sums["VALID"][0],
+            "finalize_worker_s": sums["TRAIN"][2] + sums["VALID"][2],
+            "polling_worker_s": held_s - busy, "waiting_worker_s": phase_worker_s - held_s}
+
+
+def machine_scaling(workers: int, batch_size: int, steps: int) -> dict:
+    """Training-step rate of ``workers`` one-thread processes at once against one process alone.
+
+    The ideal of stage 3 assumes that ``workers`` cores train ``workers`` times as fast as one; cores
+    that share caches, memory bandwidth or a physical core (in a VM) do not. 1.0 means they do.
+    """
+    alone = single_worker("train-step", "scaling_alone", batch_size=batch_size, steps=steps, **DEFAULT_MODEL)
+    with ThreadPoolExecutor(workers) as pool:
+        together = list(pool.map(lambda i: single_worker("train-step", f"scaling_together{i}", batch_size=batch_size,
+                                                         steps=steps, **DEFAULT_MODEL), range(workers)))
+    rates = [run["windows_per_s"] for run in together]
+    return {"batch_size": batch_size, "steps": steps, "alone_windows_per_s": alone["windows_per_s"],
+            "together_windows_per_s": rates, "each_over_alone": statistics.mean(rates) / alone["windows_per_s"]}
+
+
+def retracing_estimate(alone_runs: list[dict], workers: int) -> float:
+    """Worker-seconds that hopping spends tracing Keras functions again, estimated from the runs alone.
+
+    Alone, a configuration traces its train and predict functions once, in its first epoch; hopped,
+    every sub-epoch loads a fresh model and traces again. One trace costs about the first epoch's
+    time less the second's (the same work without tracing).
+    """
+    return sum(workers * len(run["fit_s"]) * max(0.0, run["fit_s"][0] - run["fit_s"][1] + run["val_s"][0]
+                                                  - run["val_s"][1]) for run in alone_runs)
+
+
+def trained_windows(configs: list[dict], epochs: int, sequences: dict) -> int:
+    """Windows that training passes through over all configurations and epochs.
+
+    :param sequences: ``{str(win_size): {"train": sequences per epoch, ...}}``.
+    """
+    return sum(epochs * sequences[str(c["win_size"])]["train"] * sequence_length(c["win_size"]) for c in configs)
+
+
+def stage_model_hopper(store: Path, grid: dict, workers: int, epochs: int, batch_size: int, seed: int,
+                       steps: int, pipeline_rows_per_s: float) -> dict:
+    """Stage 3: model_selection.py with cerebro's stock and the project's polling, against the ideal.
+
+    Ideal: the summed seconds of training (and validating every epoch) each configuration alone on
+    one core, with all sequences in memory, divided by the number of workers.
+
+    :param steps: timed steps of each process in :func:`machine_scaling`.
+    :param pipeline_rows_per_s: stage 2's warm reader rate, to estimate the time spent reading.
+    """
+    configs = expand_grid(grid)
+    scaling = machine_scaling(workers, batch_size, steps)
+    alone = single_worker("one-by-one", "one_by_one", store=str(store), configs=configs, epochs=epochs,
+                          batch_size=batch_size, seed=seed)
+    ideal_s = sum(sum(run["fit_s"]) + sum(run["val_s"]) for run in alone["runs"]) / workers
+    manifest = json.loads((store / MANIFEST_NAME).read_text())
+    rows_read = len(configs) * epochs * sum(split["rows"] for split in manifest["splits"].values())
+    runs = []
+    for polling_period in (STOCK_POLLING_PERIOD_S, DEFAULT_POLLING_PERIOD_S):
+        run = run_model_selection(store, grid, workers, epochs, batch_size, seed, polling_period)
+        run.update({"ideal_over_actual": ideal_s / run["wall_s"],
+                    "ideal_over_phases": ideal_s / (run["phase_worker_s"] / workers),
+                    "hopped_train_windows_per_worker_s": (trained_windows(configs, epochs, run["sequences_per_epoch"])
+                                                          / run["train_worker_s"])})
+        runs.append(run)
+    return {"configs": configs, "workers": workers, "epochs": epochs, "batch_size": batch_size,
+            "machine_scaling": scaling, "one_by_one": alone, "ideal_s": ideal_s,
+            "alone_train_windows_per_s": (trained_windows(configs, epochs, alone["sequences"])
+                                          / sum(sum(run["fit_s"]) for run in alone["runs"])),
+            "reading_estimate_worker_s": rows_read / pipeline_rows_per_s,
+            "retracing_estimate_worker_s": retracing_estimate(alone["runs"], workers), "runs": runs}
+
+
+# Stage 4 ----------------------------------------------------------------------------------------------
+
+def stage_accuracy_parity(hopper: dict) -> dict:
+    """Stage 4: final validation balanced accuracy, hopped (each stage 3 run) against alone, per configuration.
+
+    Every run starts each configuration from the same weights. The two hopped runs differ only in
+    polling period, which changes nothing that is computed, only which worker frees up first and so
+    the order in which a model visits the partitions: how far apart they end up is the noise floor
+    of the hopped-against-alone difference.
+    """
+    configs = []
+    for alone in hopper["one_by_one"]["runs"]:
+        final = alone["val_balanced_accuracy"][-1]
+        hopped = [run["val_balanced_accuracy"][config_key(alone)] for run in hopper["runs"]]
+        configs.append({"config": config_key(alone), "alone": final,
+                        "hopped": {f"polling {run['polling_period_s']:g} s": value
+                                   for run, value in zip(hopper["runs"], hopped)},
+                        "largest_difference": max(abs(value - final) for value in hopped),
+                        "hopped_spread": max(hopped) - min(hopped)})
+    return {"configs": configs, "largest_difference": max(c["largest_difference"] for c in configs),
+            "hopped_spread": max(c["hopped_spread"] for c in configs)}
+
+
+# Report -----------------------------------------------------------------------------------------------
+
+def table_rows(results: dict) -> list[tuple[str, str, str, str]]:
+    """(stage, figure, value, what limits it) for every headline figure."""
+    prep_, pipe, hop, parity = (results[k] for k in ("prep", "input_pipeline", "model_hopper", "accuracy_parity"))
+    step = pipe["train_step"]
+    rows = [
+        ("1 prep", "Spark local[*], job only (windows/s)", f"{prep_['spark_job_windows_per_s']:,.0f}",
+         f"Spark itself (jobs, tasks, Python workers, JVM writer, Petastorm metadata): the executors' "
+         f"Python work takes {prep_['executor_python_s']:.2f} s of the job's {prep_['spark_job_s']:.1f} s"),
+        ("1 prep", "Spark local[*], whole command (windows/s)", f"{prep_['spark_wall_windows_per_s']:,.0f}",
+         f"JVM and Spark start-up: {prep_['spark_wall_s'] - prep_['spark_job_s']:.0f} s of "
+         f"{prep_['spark_wall_s']:.0f} s"),
+        ("1 prep", "single process, pyarrow only (windows/s)", f"{prep_['baseline_windows_per_s']:,.0f}",
+         f"one core; reading the H5 files takes {prep_['baseline_read_s']:.2f} s of {prep_['baseline_s']:.2f} s"),
+        ("1 prep", "Spark job / baseline", f"{prep_['spark_job_over_baseline']:.2g}",
+         f"whole command: {prep_['spark_wall_over_baseline']:.2g}"),
+        ("2 input", "reader + transformation_fn, 1 worker, warm cache (windows/s)",
+         f"{pipe['pipeline']['warm_windows_per_s']:,.0f}",
+         f"make_reader decodes row by row in Python, 1 reader thread; first (cold) pass "
+         f"{pipe['pipeline']['cold_windows_per_s']:,.0f}"),
+        ("2 input", f"training step, amp 2, {step['batch_size']} sequences, 1 thread (windows/s)",
+         f"{step['windows_per_s']:,.0f}",
+         f"one core: {step['step_s']:.1f} s per step (the first, tracing included: {step['first_step_s']:.1f} s)"),
+        ("2 input", "headroom = pipeline / training", f"{pipe['warm_headroom']:.1f}",
+         f"cold pass: {pipe['cold_headroom']:.1f}"),
+    ]
+    w, scaling = hop["workers"], hop["machine_scaling"]["each_over_alone"]
+    best_s = hop["ideal_s"] / scaling  # the ideal at the speed this machine gives w processes at once
+    rows += [
+        ("3 hopper", f"ideal: runs alone on one core, summed, / {w} workers (s)", f"{hop['ideal_s']:.0f}",
+         f"training alone {hop['alone_train_windows_per_s']:,.0f} windows/s, tracing once per configuration"),
+        ("3 hopper", f"machine: {w} one-thread trainings at once, each vs one alone", f"{scaling:.2f}",
+         f"shared caches, memory bandwidth or physical cores: this machine's best is {best_s:.0f} s"),
+    ]
+    for run in hop["runs"]:
+        label = f"polling {run['polling_period_s']:g} s"
+        rows += [
+            ("3 hopper", f"{label}: wall-clock (s)", f"{run['wall_s']:.0f}",
+             f"start-up {run['startup_s']:.0f} s, between epochs {run['between_phases_s']:.0f} s, "
+             f"wrap-up {run['wrapup_s']:.0f} s; the rest below, per worker"),
+            ("3 hopper", f"{label}: ideal / actual", f"{run['ideal_over_actual']:.2f}",
+             f"inside epochs only: {run['ideal_over_phases']:.2f}; against this machine's best: "
+             f"{best_s / run['wall_s']:.2f}"),
+            ("3 hopper", f"{label}: training + validation (s per worker)",
+             f"{(run['train_worker_s'] + run['validate_worker_s']) / w:.0f}",
+             f"training {run['hopped_train_windows_per_worker_s']:,.0f} windows/s per worker; data reading and "
+             "retracing inside (below)"),
+            ("3 hopper", f"{label}: model hops (s per worker)",
+             f"{(run['init_worker_s'] + run['finalize_worker_s']) / w:.0f}",
+             f"checkpoint load + tf.data build {run['init_worker_s'] / w:.0f} s, "
+             f"checkpoint save + sync {run['finalize_worker_s'] / w:.0f} s"),
+            ("3 hopper", f"{label}: scheduling idle (s per worker)",
+             f"{(run['polling_worker_s'] + run['waiting_worker_s']) / w:.0f}",
+             f"polling and RPC {run['polling_worker_s'] / w:.0f} s; no model free, or the epoch's last "
+             f"sub-epoch {run['waiting_worker_s'] / w:.0f} s"),
+        ]
+    rows += [
+        ("3 hopper", "data reading, estimated (s per worker)", f"{hop['reading_estimate_worker_s'] / w:.0f}",
+         "rows read / stage 2's warm reader rate; inside training + validation, overlapped by tf.data prefetch"),
+        ("3 hopper", "retracing, estimated (s per worker)", f"{hop['retracing_estimate_worker_s'] / w:.0f}",
+         "every sub-epoch loads a fresh model and traces fit/evaluate again; inside training + validation"),
+    ]
+    rows += [("4 parity", "largest difference, hopped vs alone, val balanced accuracy",
+              f"{parity['largest_difference']:.3f}",
+              "same initial weights; partition-by-partition order and one partial batch per partition"),
+             ("4 parity", "largest difference between the two hopped runs", f"{parity['hopped_spread']:.3f}",
+              "hop order and thread timing alone: the noise floor of the figure above")]
+    return rows
+
+
+def markdown_table(rows: list[tuple[str, str, str, str]]) -> str:
+    lines = ["| stage | figure | value | what limits it |", "|---|---|--:|---|"]
+    lines += [f"| {' | '.join(row)} |" for row in rows]
+    return "\n".join(lines)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--subjects", type=int, default=12, help="demo subjects (default %(default)s)")
+    parser.add_argument("--days", type=int, default=1, help="recording days per subject (default %(default)s)")
+    parser.add_argument("--hours", type=float, default=7.0, help="hours per recording day (default %(default)s)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the demo data and of every configuration's initial weights (default %(default)s)")
+    parser.add_argument("--workers", type=int, default=2, help="cerebro workers (default %(default)s)")
+    parser.add_argument("--epochs", type=int, default=2, help="epochs per configuration (default %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=16,
+                        help="sequences per step in stages 3 and 4 (default %(default)s: the demo data holds "
+                             f"too few sequences for model_selection.py's {SEARCH_BATCH_SIZE})")
+    parser.add_argument("--step-batch-size", type=int, default=SEARCH_BATCH_SIZE,
+                        help="sequences per step of stage 2's training step (default %(default)s)")
+    parser.add_argument("--steps", type=int, default=3, help="timed training steps in stage 2 (default %(default)s)")
+    parser.add_argument("--scaling-steps", type=int, default=5,
+                        help="timed training steps of each process in stage 3's machine scaling (default %(default)s)")
+    parser.add_argument("--grid", type=json.loads, default=DEFAULT_GRID,
+                        help="JSON search space of stages 3 and 4 (default %(default)s)")
+    args = parser.parse_args()
+    if args.epochs < 2:
+        parser.error("--epochs must be at least 2: the second epoch, without tracing, prices the first one's")
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    started = time.perf_counter()
+    shutil.rmtree(WORK, ignore_errors=True)
+    WORK.mkdir(parents=True)
+    # Other processes on the machine slow every figure down: the 1-minute load average after each stage.
+    load = {"start": load_average()}
+    results = {"machine": machine(), "settings": vars(args), "load_average": load}
+    results["data"] = make_data(WORK / "h5", args.subjects, args.days, args.hours, args.seed)
+    store = WORK / "store"
+    results["prep"] = stage_prep(WORK / "h5", store, args.workers)
+    load["prep"] = load_average()
+    results["input_pipeline"] = stage_input_pipeline(store, args.workers, args.step_batch_size, args.steps)
+    load["input_pipeline"] = load_average()
+    results["model_hopper"] = stage_model_hopper(store, args.grid, args.workers, args.epochs, args.batch_size,
+                                                 args.seed, args.scaling_steps,
+                                                 results["input_pipeline"]["pipeline"]["warm_rows_per_s"])
+    load["model_hopper"] = load_average()
+    results["accuracy_parity"] = stage_accuracy_parity(results["model_hopper"])
+    results["total_s"] = time.perf_counter() - started
+    results["table"] = table_rows(results)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    print(markdown_table(results["table"]))
+    print(f"\n{results['machine']['cpu']}, {results['machine']['cores']} cores, {results['machine']['ram_gb']} GB; "
+          f"1-minute load average {', '.join(f'{stage} {value:.1f}' for stage, value in load.items())}; "
+          f"{results['total_s'] / 60:.1f} min. Details: {RESULTS.relative_to(PROJECT)}")
+
+
+if __name__ == "__main__":
+    main()
