@@ -69,7 +69,7 @@ def check_search_space(space: dict) -> dict:
     return {name: [HYPERPARAMETERS[name](v) for v in values] for name, values in space.items()}
 
 
-def count_sequences(train, val, win_sizes: list[int], num_workers: int) -> dict:
+def sequences_per_epoch(train, val, win_sizes: list[int], num_workers: int) -> dict:
     """Sequences per epoch for each window size; stop if a split or a worker would get none."""
     counts = {}
     for win_size in win_sizes:
@@ -153,7 +153,7 @@ def run(args: argparse.Namespace) -> None:
         raise InputError(f"{num_workers} workers need at least {num_workers} row groups in each split; re-run "
                          f"prep_petastorm_data.py with --partitions {num_workers} or use --workers "
                          f"{min(train.row_groups, val.row_groups)}")
-    sequences = count_sequences(train, val, space["win_size"], num_workers)
+    sequences = sequences_per_epoch(train, val, space["win_size"], num_workers)
 
     results_dir = Path(args.results).resolve()
     shutil.rmtree(results_dir, ignore_errors=True)
