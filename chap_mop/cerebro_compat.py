@@ -13,7 +13,6 @@ import inspect
 import os
 import struct
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,8 +37,6 @@ RPC_ERRORS = (OSError, EOFError, struct.error)
 LARGER_IS_BETTER = ("r2", "acc", "accuracy", "balanced_accuracy", "auc", "precision", "recall",
                     "f1", "sensitivity", "specificity")
 TENSORBOARD_SUBDIR = "logs"
-
-EpochListener = Callable[[list, dict], None]
 
 
 def check_cerebro_version() -> None:

@@ -26,10 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from chap_mop.h5_format import DAY_FILE_SUFFIX, read_day_file, write_day_file
-from chap_mop.schema import AXES, SAMPLES_PER_WINDOW, WINDOW_SECONDS
+from chap_mop.schema import AXES, SAMPLES_PER_WINDOW, WINDOW_SECONDS, WINDOWS_PER_MINUTE
 
 SAMPLE_SECONDS = WINDOW_SECONDS / SAMPLES_PER_WINDOW  # 0.1 s: 10 Hz
-WINDOWS_PER_MINUTE = 60 // WINDOW_SECONDS
 DAY_SECONDS = 86400
 EPOCH = date(1970, 1, 1)
 FIRST_DATE = date(2021, 3, 1)

@@ -24,7 +24,6 @@ from chap_mop.errors import InputError
 from chap_mop.schema import AXES, SAMPLES_PER_WINDOW
 
 DATASETS = ("time", "data", "non_wear", "sleeping", "label")
-FLAGS = ("non_wear", "sleeping")
 LABELS = (-1, 0, 1)
 DAY_FILE_SUFFIX = ".h5"
 

@@ -24,6 +24,7 @@ MANIFEST_NAME = "manifest.json"
 SAMPLES_PER_WINDOW = 100  # 10 s at 10 Hz
 AXES = 3  # X, Y, Z acceleration, g
 WINDOW_SECONDS = 10
+WINDOWS_PER_MINUTE = 60 // WINDOW_SECONDS
 
 WindowSchema = Unischema("WindowSchema", [
     UnischemaField("id", np.str_, (), ScalarCodec(StringType()), False),
@@ -33,8 +34,6 @@ WindowSchema = Unischema("WindowSchema", [
     UnischemaField("sleeping", np.int32, (), ScalarCodec(IntegerType()), False),
     UnischemaField("label", np.int32, (), ScalarCodec(IntegerType()), False),
 ])
-
-COLUMNS = list(WindowSchema.fields)
 
 
 def _npy_header(shape: tuple[int, ...], dtype: np.dtype) -> bytes:

@@ -17,9 +17,8 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
-from chap_mop.schema import AXES, SAMPLES_PER_WINDOW, WINDOW_SECONDS
+from chap_mop.schema import AXES, SAMPLES_PER_WINDOW, WINDOW_SECONDS, WINDOWS_PER_MINUTE
 
-WINDOWS_PER_MINUTE = 60 // WINDOW_SECONDS
 FIELDS = ("id", "time", "data", "non_wear", "sleeping", "label")
 # Rows are gathered into blocks before the vectorised run search; a run that reaches the end
 # of a block is carried into the next one, so the block size changes speed, never results.

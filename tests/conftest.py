@@ -1,4 +1,6 @@
-"""Shared test fixtures: a real local Spark session and the path to ../shared."""
+"""Shared test fixtures and helpers: a real local Spark session, the path to ../shared, script runs."""
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,3 +26,15 @@ def real_fixture_subject() -> Path:
         pytest.skip(f"{FIXTURE_SUBJECT} is absent: ../shared sits beside the project only on "
                     "the team's machines and in CI, not in a user's clone")
     return FIXTURE_SUBJECT
+
+
+def run_script(script: str, *args: str, check: bool = True, timeout_s: float = 1200) -> subprocess.CompletedProcess:
+    """Run one of the project's top-level scripts with this interpreter, output captured.
+
+    :param check: fail the test, showing the script's output, when it exits non-zero.
+    """
+    result = subprocess.run([sys.executable, str(PROJECT / script), *args], cwd=PROJECT,
+                            capture_output=True, text=True, timeout=timeout_s)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{script} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result

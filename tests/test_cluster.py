@@ -17,6 +17,7 @@ import psutil
 import pytest
 
 from chap_mop import local_cluster
+from chap_mop.demo_data import write_demo_dataset
 from conftest import PROJECT
 
 GRID = '{"lr": [0.001], "l2_reg": [0.0001], "win_size": [1], "amp_factor": [1, 2]}'
@@ -120,8 +121,7 @@ def cluster(tmp_path):
 def demo_h5(tmp_path_factory) -> Path:
     """4 demo subjects x 1 day x 4 hours of H5 day files."""
     out = tmp_path_factory.mktemp("cluster_h5") / "h5"
-    subprocess.run([sys.executable, "-m", "chap_mop.demo_data", "--out", str(out), "--subjects", "4", "--days", "1",
-                    "--hours", "4", "--seed", "3"], cwd=PROJECT, check=True, capture_output=True)
+    write_demo_dataset(out, subjects=4, days=1, hours_per_day=4, seed=3)
     return out
 
 

@@ -1,32 +1,22 @@
 """model_selection.py end to end on demo data: a 4-configuration grid, 2 workers, 2 epochs."""
 import csv
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-PROJECT = Path(__file__).resolve().parents[1]
+from chap_mop.demo_data import write_demo_dataset
+from conftest import run_script
+
 
 GRID = '{"lr": [0.001], "l2_reg": [0.001, 0.0001], "win_size": [1, 2], "amp_factor": [1]}'
-
-
-def run_script(script: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, str(PROJECT / script), *args], cwd=PROJECT,
-                            capture_output=True, text=True, timeout=1200)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{script} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-    return result
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     """Petastorm store of 6 demo subjects written by prep_petastorm_data.py."""
     root = tmp_path_factory.mktemp("selection")
-    subprocess.run([sys.executable, "-m", "chap_mop.demo_data", "--out", str(root / "h5"), "--subjects", "6",
-                    "--days", "1", "--hours", "8", "--seed", "1"], cwd=PROJECT, check=True, capture_output=True)
+    write_demo_dataset(root / "h5", subjects=6, days=1, hours_per_day=8, seed=1)
     run_script("prep_petastorm_data.py", "--master", "local[2]", "--input", str(root / "h5"),
                "--output", str(root / "store"), "--partitions", "2")
     return root / "store"

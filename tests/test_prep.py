@@ -26,7 +26,7 @@ from chap_mop.demo_data import write_demo_dataset
 from chap_mop.errors import InputError
 from chap_mop.h5_format import read_day_file, write_day_file
 from chap_mop.schema import MANIFEST_NAME, TRAIN_DIR, VAL_DIR
-from conftest import FIXTURE_SUBJECT, PROJECT
+from conftest import FIXTURE_SUBJECT, run_script
 
 SEED = 7
 PARTITIONS = 3
@@ -315,13 +315,12 @@ def test_failed_write_leaves_no_manifest_and_no_partial_dataset(spark, store, tm
     assert sorted(p.name for p in (output / TRAIN_DIR).iterdir()) == old_train
 
 
-def run_script(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(PROJECT / "prep_petastorm_data.py"), *args], cwd=PROJECT,
-                          capture_output=True, text=True, timeout=300)
+def run_prep_script(*args: str) -> subprocess.CompletedProcess:
+    return run_script("prep_petastorm_data.py", *args, check=False, timeout_s=300)
 
 
 def test_help_explains_every_flag():
-    result = run_script("--help")
+    result = run_prep_script("--help")
     assert result.returncode == 0
     for flag in ["--master", "--input", "--output", "--train-fraction", "--seed", "--partitions",
                  "--row-group-size-mb", "--skip-bad-files", "hdfs://", "manifest.json"]:
@@ -334,7 +333,7 @@ def test_script_stops_on_a_bad_file_with_one_error_line(store, tmp_path):
     write_subject(input_dir, "b", [5])
     (input_dir / "b" / "2021-01-02.h5").write_bytes(b"junk")
     shutil.copytree(store["output"], output)
-    result = run_script("--master", "local[2]", "--input", str(input_dir), "--output", output.as_uri())
+    result = run_prep_script("--master", "local[2]", "--input", str(input_dir), "--output", output.as_uri())
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and errors[0].startswith(f"error: {input_dir}/b/2021-01-02.h5: not a readable HDF5 file")
