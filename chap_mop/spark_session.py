@@ -8,7 +8,7 @@ with ``addPyFile``) and the same Python interpreter as the driver (``spark.pyspa
 On a ``spark://`` or YARN master nothing else is needed from the workers but that interpreter
 with the pinned requirements installed: executors inherit nothing from the driver's environment.
 Where Spark listens follows ``SPARK_LOCAL_IP`` (driver, executors and, through
-:func:`chap_mop.cerebro_compat.patch_service_bind_address`, cerebro's services).
+:func:`chap_mop.cerebro_compat.stack.patch_service_bind_address`, cerebro's services).
 """
 import os
 import shutil

@@ -1,0 +1,55 @@
+"""Every change this project makes to cerebro-dl 1.1.1, in one package, a module per concern.
+
+Import it before anything imports cerebro or TensorFlow; importing it sets the environment
+cerebro needs (Keras 2 as ``tf.keras``) and applies every patch once:
+
+* :mod:`.stack`       fixes for today's TensorFlow, Keras 2 and NumPy, the polling period, bind address;
+* :mod:`.selection`   what a search means: metric direction, random draws, TPE, run ids, epoch hooks;
+* :mod:`.faults`      a lost worker ends the run with one clear error; clean teardown;
+* :mod:`.resumable`   grid, random and TPE searches that save every epoch and resume (subclasses,
+  not patches).
+
+The patches are written against cerebro-dl 1.1.1 exactly: on any other version the import stops
+with a message instead of half-applying them.
+"""
+import importlib.metadata
+
+from chap_mop import runtime_env
+
+# Before TensorFlow is imported anywhere: cerebro needs Keras 2 (tf-keras) as tf.keras.
+runtime_env.apply_to_driver()
+
+from chap_mop.cerebro_compat import faults, selection, stack  # noqa: E402
+from chap_mop.cerebro_compat.faults import _WORKER_JOBS, WorkerLostError  # noqa: E402,F401
+from chap_mop.cerebro_compat.selection import TENSORBOARD_SUBDIR, is_larger_better  # noqa: E402,F401
+from chap_mop.cerebro_compat.stack import DEFAULT_POLLING_PERIOD_S  # noqa: E402,F401
+
+CEREBRO_VERSION = "1.1.1"
+
+
+def check_cerebro_version() -> None:
+    """Refuse to patch a cerebro-dl other than the one these patches were written for."""
+    installed = importlib.metadata.version("cerebro-dl")
+    if installed != CEREBRO_VERSION:
+        raise RuntimeError(
+            f"cerebro-dl {installed} is installed, but chap_mop.cerebro_compat patches cerebro-dl "
+            f"{CEREBRO_VERSION} only: install the pinned stack with `pip install -r requirements.txt`")
+
+
+def apply_patches() -> None:
+    """Check the cerebro-dl version and apply every patch (idempotent)."""
+    check_cerebro_version()
+    stack.patch_numpy_bool()
+    stack.patch_optimizer_get_weights()
+    stack.patch_polling_period()
+    stack.patch_service_bind_address()
+    selection.patch_metric_direction()
+    selection.patch_tensorboard_logs()
+    selection.patch_run_hyperparameters()
+    selection.patch_random_search_dimensions()
+    selection.patch_tpe_direction()
+    faults.patch_clean_shutdown()
+    faults.patch_worker_loss()
+
+
+apply_patches()
