@@ -9,11 +9,11 @@ Settings are the constants at the top of ``main()``; command-line flags override
 import argparse
 import functools
 import json
-import shutil
 import time
 from pathlib import Path
 
 from chap_mop import cerebro_compat  # first: patches cerebro-dl before anything imports it
+from chap_mop import run_state
 from chap_mop.chap_model import build_chap_model
 from chap_mop.data_store import read_store
 from chap_mop.errors import InputError
@@ -87,17 +87,24 @@ def sequences_per_epoch(train, val, win_sizes: list[int], num_workers: int) -> d
     return counts
 
 
-def make_search(kind: str, samples: int, backend, store, space: dict, epochs: int, metric: str, batch_size: int):
-    from cerebro.tune import GridSearch, RandomSearch, TPESearch, hp_choice
+def make_search(kind: str, samples: int, backend, store, space: dict, epochs: int, metric: str, batch_size: int,
+                state: run_state.RunState):
+    from cerebro.tune import hp_choice
+    from chap_mop.cerebro_compat.resumable import SEARCHES
 
     common = dict(backend=backend, store=store, search_space={k: hp_choice(v) for k, v in space.items()},
                   estimator_gen_fn=functools.partial(estimator_gen_fn, batch_size=batch_size),
                   num_epochs=epochs, evaluation_metric=metric, label_columns=LABEL_COLUMNS,
                   # verbose 2: Keras prints one line per sub-epoch instead of a progress bar
-                  feature_columns=FEATURE_COLUMNS, verbose=2)
-    if kind == "grid":
-        return GridSearch(**common)
-    return {"random": RandomSearch, "tpe": TPESearch}[kind](num_models=samples, **common)
+                  feature_columns=FEATURE_COLUMNS, verbose=2, run_state=state)
+    return SEARCHES[kind](**common) if kind == "grid" else SEARCHES[kind](num_models=samples, **common)
+
+
+def run_settings(args: argparse.Namespace, space: dict, manifest: dict) -> dict:
+    """What defines a run, saved in its state; a resume must repeat all of it but ``epochs``."""
+    return {"data_store": str(Path(args.data).resolve()), "manifest_sha256": run_state.manifest_fingerprint(manifest),
+            "search": args.search, "search_space": space, "samples": None if args.search == "grid" else args.samples,
+            "batch_size": args.batch_size, "metric": args.metric, "epochs": args.epochs}
 
 
 def main() -> None:
@@ -124,7 +131,13 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=NUM_SAMPLES, help="configurations for random and tpe")
     parser.add_argument("--search-space", type=json.loads, default=search_space,
                         help='JSON, e.g. \'{"lr": [0.001], "l2_reg": [0.0001], "win_size": [7], "amp_factor": [1]}\'')
-    parser.add_argument("--results", default=RESULTS_DIR, help="results folder (replaced on each run)")
+    parser.add_argument("--results", default=RESULTS_DIR,
+                        help="results folder: new or empty, or holding a run of this script (see --resume)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --results from its last completed epoch (a larger --epochs "
+                             "extends a finished run)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the run in --results (only the files the run wrote are removed)")
     parser.add_argument("--polling-period", type=float, default=POLLING_PERIOD_S,
                         help="seconds between the driver's checks of its workers (default %(default)s)")
     args = parser.parse_args()
@@ -134,7 +147,8 @@ def main() -> None:
         parser.exit(2, f"error: {error}\n")
     except cerebro_compat.WorkerLostError as error:
         parser.exit(3, f"error: {error}. Model selection stopped; results folder {args.results} is incomplete: "
-                       "check that the cluster's workers are ALIVE with free cores (master web UI), then re-run\n")
+                       "check that the cluster's workers are ALIVE with free cores (master web UI), then re-run "
+                       "with --resume to continue from the last completed epoch\n")
 
 
 def run(args: argparse.Namespace) -> None:
@@ -146,6 +160,15 @@ def run(args: argparse.Namespace) -> None:
     subjects = {name: len(split["subjects"]) for name, split in manifest["splits"].items()}
     print(f"Data store {args.data}: {subjects['train']} train subjects, {train.rows} windows in {train.row_groups} "
           f"row groups; {subjects['validation']} validation subjects, {val.rows} windows in {val.row_groups} row groups")
+    results_dir = Path(args.results).resolve()
+    settings = run_settings(args, space, manifest)
+    earlier = run_state.open_results_folder(results_dir, args.resume, args.overwrite)
+    if args.resume:
+        earlier.check_resumable(settings)
+        if earlier.complete and earlier.epochs_completed() == args.epochs:
+            print(f"The run in {results_dir} is complete after {args.epochs} epochs; pass a larger --epochs "
+                  "to extend it")
+            return
 
     spark = start_spark(args.master, "chap-model-selection")
     num_workers = args.workers or spark.sparkContext.defaultParallelism
@@ -154,10 +177,16 @@ def run(args: argparse.Namespace) -> None:
                          f"prep_petastorm_data.py with --partitions {num_workers} or use --workers "
                          f"{min(train.row_groups, val.row_groups)}")
     sequences = sequences_per_epoch(train, val, space["win_size"], num_workers)
-
-    results_dir = Path(args.results).resolve()
-    shutil.rmtree(results_dir, ignore_errors=True)
-    results_dir.mkdir(parents=True)
+    if args.resume:
+        state = earlier
+        print(f"resuming {len(state.configurations)} configurations after epoch {state.epochs_completed()} of "
+              f"{args.epochs}")
+        state.record_resume(args.epochs, num_workers)
+    else:
+        if earlier is not None:
+            print(f"--overwrite: removing the earlier run in {results_dir}")
+            run_state.remove_run(earlier)
+        state = run_state.RunState.create(results_dir, {**settings, "workers": num_workers})
 
     from cerebro.backend import SparkBackend
     from cerebro.storage import LocalStore
@@ -168,10 +197,14 @@ def run(args: argparse.Namespace) -> None:
                            data_readers_pool_type="thread", num_data_readers=1,
                            polling_period=args.polling_period)
     search = make_search(args.search, args.samples, backend, store, space, args.epochs, args.metric,
-                         args.batch_size)
+                         args.batch_size, state)
     run_log = RunLog(search, args.metric, args.epochs)
+    run_log.history.update({entry["run_id"]: entry["history"] for entry in state.configurations if entry["history"]})
     search.epoch_listeners = [run_log.on_epoch_end]
-    result = search.fit_on_prepared_data()
+    try:
+        result = search.fit_on_prepared_data()
+    finally:
+        state.add_session_time(time.time() - started)
 
     best_run = result.get_best_model().getRunId()
     best_path = results_dir / "best_model.h5"
@@ -181,11 +214,12 @@ def run(args: argparse.Namespace) -> None:
         "evaluation_metric": "val_" + args.metric,
         "value": run_log.history[best_run]["val_" + args.metric][-1],
         "epochs": args.epochs, "workers": num_workers, "search": args.search,
-        "wall_clock_seconds": round(time.time() - started, 1),
+        "wall_clock_seconds": state.data["wall_clock_seconds"], "resumes": state.data["resumes"],
         "sequences_per_epoch": {str(win): counts for win, counts in sequences.items()},
         "data_store": args.data, "best_model": str(best_path),
     }
     write_results(results_dir, run_log, summary)
+    state.finish()
     print(f"\nBest run {best_run} {summary['hyperparameters']}: val_{args.metric} = {summary['value']:.4f}")
     print(f"Results in {results_dir} (models.csv, history.csv, summary.json, plot, best_model.h5, runs/*/logs)")
     spark.stop()

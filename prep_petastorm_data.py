@@ -83,7 +83,10 @@ def write_split(spark: SparkSession, fs: pafs.FileSystem, plan: prep.SplitPlan, 
 
 def prepare(spark: SparkSession, input_url: str, output_url: str, train_fraction: float, seed: int, partitions: int,
             row_group_size_mb: int, skip_bad_files: bool = False) -> dict:
-    """Convert ``input_url`` to a Petastorm store at ``output_url``, replacing any earlier store.
+    """Convert ``input_url`` to a Petastorm store at ``output_url``, replacing an earlier store there.
+
+    The output must be new, empty, or a store this project wrote; only the store's own entries
+    (manifest, ``train_data``, ``val_data``, staging folders) are replaced, anything else stays.
 
     The old manifest goes first and the new one comes last; both datasets are written to a
     hidden temporary folder inside the output and moved into place only when both succeeded.
@@ -93,6 +96,7 @@ def prepare(spark: SparkSession, input_url: str, output_url: str, train_fraction
     started = time.monotonic()
     in_fs, in_root, in_url = prep.resolve(input_url)
     out_fs, out_root, out_url = prep.resolve(output_url)
+    prep.claim_output(out_fs, out_root)
     staging = prep.unmark_store(out_fs, out_root)
 
     day_files, rows, skipped = check_inputs(spark, in_fs, in_root, skip_bad_files)
@@ -145,7 +149,8 @@ def main() -> None:
                              "hdfs:// URL (default %(default)s)")
     parser.add_argument("--output", default=OUTPUT_PATH,
                         help="store folder for train_data, val_data and manifest.json: path, file:// or "
-                             "hdfs:// URL; replaced if present (default %(default)s)")
+                             "hdfs:// URL; new, empty, or a store written here before, which is replaced "
+                             "(default %(default)s)")
     parser.add_argument("--train-fraction", type=float, default=TRAIN_FRACTION,
                         help="fraction of subjects (rounded down) for training, the rest validate "
                              "(default %(default)s)")

@@ -25,6 +25,10 @@ from chap_mop.h5_format import DAY_FILE_SUFFIX, BadDayFileError, read_day_file
 from chap_mop.schema import MANIFEST_NAME, encode_windows
 
 STAGING_PREFIX = ".incomplete-"  # hidden, so readers of the output folder never take it for data
+# Written into the output folder before anything else: the folder holds a store this project writes,
+# also while a run that was killed left it without a manifest.
+STORE_MARKER = ".chap_mop_store"
+ENTRIES_SHOWN = 3
 
 
 @dataclass(frozen=True)
@@ -207,6 +211,36 @@ def split_summary(fs: pafs.FileSystem, dataset: str, plan: SplitPlan) -> dict:
             "rows_per_subject": plan.rows, "subjects_per_file": plan.files,
             "max_rows_per_row_group": plan.max_rows_per_row_group,
             "files": len(parquet_files(fs, dataset)), "row_groups": count_row_groups(fs, dataset)}
+
+
+def claim_output(fs: pafs.FileSystem, root: str) -> None:
+    """Make sure ``root`` is new, empty, or a store this project wrote, and mark it as such.
+
+    :raises InputError: ``root`` is a file, or a non-empty folder without the project's marker or
+        manifest: nothing in it is touched.
+    """
+    info = fs.get_file_info(root)
+    if info.type == pafs.FileType.File:
+        raise InputError(f"output {root} is a file; expected a folder")
+    if info.type == pafs.FileType.Directory:
+        names = sorted(entry.base_name for entry in fs.get_file_info(pafs.FileSelector(root)))
+        if names and STORE_MARKER not in names and not _is_manifest(fs, f"{root}/{MANIFEST_NAME}"):
+            shown = ", ".join(names[:ENTRIES_SHOWN]) + (", ..." if len(names) > ENTRIES_SHOWN else "")
+            raise InputError(f"output folder {root} is not empty and holds no data store of this project "
+                             f"({len(names)} entries: {shown}); choose a new or empty folder")
+    else:
+        fs.create_dir(root, recursive=True)
+    with fs.open_output_stream(f"{root}/{STORE_MARKER}") as out:
+        out.write(b"A data store written by prep_petastorm_data.py, which may replace it.\n")
+
+
+def _is_manifest(fs: pafs.FileSystem, path: str) -> bool:
+    """True for a manifest that this project wrote (an earlier store, before the marker existed)."""
+    try:
+        with fs.open_input_file(path) as file:
+            return "splits" in json.loads(file.read())
+    except (OSError, ValueError):  # missing, unreadable or not JSON: not ours
+        return False
 
 
 def unmark_store(fs: pafs.FileSystem, root: str) -> str:

@@ -1,9 +1,16 @@
-"""Shared test fixtures and helpers: a real local Spark session, the path to ../shared, script runs."""
+"""Shared test fixtures and helpers: a real local Spark session, the path to ../shared, script runs,
+and scripts run in the background with their whole process tree tracked."""
+import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
+import psutil
 import pytest
+
+from chap_mop import local_cluster
 
 PROJECT = Path(__file__).resolve().parents[1]
 SHARED = PROJECT.parent / "shared"
@@ -38,3 +45,87 @@ def run_script(script: str, *args: str, check: bool = True, timeout_s: float = 1
     if check and result.returncode != 0:
         raise AssertionError(f"{script} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     return result
+
+
+class TrackedScript:
+    """A project script run as a subprocess, its output in a log file and its process tree tracked.
+
+    The tree (the script, its Spark driver JVM) is sampled while the script runs, so that
+    :meth:`stop` can end exactly those processes, even ones that outlive the script.
+    """
+
+    def __init__(self, script: str, args: list[str], cwd: Path, log: Path):
+        self.log = log
+        # The driver binds to 127.0.0.1 only, as the cluster does; output unbuffered for wait_for_log.
+        env = dict(os.environ, SPARK_LOCAL_IP=local_cluster.HOST, PYTHONUNBUFFERED="1")
+        with open(log, "wb") as out:
+            self.process = subprocess.Popen([sys.executable, str(PROJECT / script), *args], cwd=cwd, env=env,
+                                            stdout=out, stderr=subprocess.STDOUT)
+        self.tree = {self.process.pid: psutil.Process(self.process.pid)}
+
+    def sample_tree(self) -> None:
+        try:
+            for child in self.tree[self.process.pid].children(recursive=True):
+                self.tree.setdefault(child.pid, child)
+        except psutil.NoSuchProcess:
+            pass
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_for_log(self, text: str, timeout_s: float) -> None:
+        """Wait until ``text`` appears in the output; fail if the script exits or ``timeout_s`` passes."""
+        self.wait_for(lambda output: text in output, f"'{text}'", timeout_s)
+
+    def wait_for(self, seen: Callable[[str], bool], what: str, timeout_s: float) -> None:
+        """Wait until ``seen(output)``; fail if the script exits or ``timeout_s`` passes."""
+        deadline = time.monotonic() + timeout_s
+        while not seen(self.output()):
+            self.sample_tree()
+            assert self.process.poll() is None, f"exited {self.process.returncode} before {what}:\n{self.tail()}"
+            assert time.monotonic() < deadline, f"no {what} within {timeout_s} s:\n{self.tail()}"
+            time.sleep(0.5)
+
+    def wait(self, timeout_s: float) -> int:
+        """The exit code; fails the test if the script runs longer than ``timeout_s`` seconds."""
+        deadline = time.monotonic() + timeout_s
+        while self.process.poll() is None:
+            self.sample_tree()
+            assert time.monotonic() < deadline, f"still running after {timeout_s} s:\n{self.tail()}"
+            time.sleep(0.5)
+        return self.process.returncode
+
+    def tail(self, chars: int = 4000) -> str:
+        return self.output()[-chars:]
+
+    def leftovers(self, grace_s: float = 30) -> list[psutil.Process]:
+        """Processes of the tree still running ``grace_s`` seconds after the script ended."""
+        _, alive = psutil.wait_procs([p for pid, p in self.tree.items() if pid != self.process.pid], timeout=grace_s)
+        return alive
+
+    def stop(self) -> None:
+        """SIGKILL whatever of the tree still runs (cerebro's SIGTERM handler itself raises an exception)."""
+        self.sample_tree()
+        for process in self.tree.values():
+            try:
+                process.kill()
+            except psutil.NoSuchProcess:
+                continue
+        self.process.wait()
+        psutil.wait_procs(list(self.tree.values()), timeout=10)
+
+
+@pytest.fixture
+def scripts():
+    """Starts scripts with ``scripts(name, args, cwd, log)``; stops all of them on teardown."""
+    started: list[TrackedScript] = []
+
+    def run(script: str, args: list[str], cwd: Path, log: Path) -> TrackedScript:
+        started.append(TrackedScript(script, args, cwd, log))
+        return started[-1]
+
+    yield run
+    for script in started:
+        script.stop()
+
+

@@ -7,9 +7,6 @@ tracked by process id and stopped in the fixtures' teardown, also when the test 
 """
 import csv
 import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,90 +15,12 @@ import pytest
 
 from chap_mop import local_cluster
 from chap_mop.demo_data import write_demo_dataset
-from conftest import PROJECT
+from conftest import TrackedScript
 
 GRID = '{"lr": [0.001], "l2_reg": [0.0001], "win_size": [1], "amp_factor": [1, 2]}'
 SCRIPT_TIMEOUT_S = 300  # a script that runs longer than this on the tiny demo data hangs
 WORKER_LOSS_BOUND_S = 180  # from killing a worker to model_selection.py's exit
 TRAINING_STARTED = "Scheduling Model"
-
-
-class TrackedScript:
-    """A project script run as a subprocess, its output in a log file and its process tree tracked.
-
-    The tree (the script, its Spark driver JVM) is sampled while the script runs, so that
-    :meth:`stop` can end exactly those processes, even ones that outlive the script.
-    """
-
-    def __init__(self, script: str, args: list[str], cwd: Path, log: Path):
-        self.log = log
-        # The driver binds to 127.0.0.1 only, as the cluster does; output unbuffered for wait_for_log.
-        env = dict(os.environ, SPARK_LOCAL_IP=local_cluster.HOST, PYTHONUNBUFFERED="1")
-        with open(log, "wb") as out:
-            self.process = subprocess.Popen([sys.executable, str(PROJECT / script), *args], cwd=cwd, env=env,
-                                            stdout=out, stderr=subprocess.STDOUT)
-        self.tree = {self.process.pid: psutil.Process(self.process.pid)}
-
-    def sample_tree(self) -> None:
-        try:
-            for child in self.tree[self.process.pid].children(recursive=True):
-                self.tree.setdefault(child.pid, child)
-        except psutil.NoSuchProcess:
-            pass
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def wait_for_log(self, text: str, timeout_s: float) -> None:
-        """Wait until ``text`` appears in the output; fail if the script exits or ``timeout_s`` passes."""
-        deadline = time.monotonic() + timeout_s
-        while text not in self.output():
-            self.sample_tree()
-            assert self.process.poll() is None, f"exited {self.process.returncode} before '{text}':\n{self.tail()}"
-            assert time.monotonic() < deadline, f"no '{text}' within {timeout_s} s:\n{self.tail()}"
-            time.sleep(0.5)
-
-    def wait(self, timeout_s: float) -> int:
-        """The exit code; fails the test if the script runs longer than ``timeout_s`` seconds."""
-        deadline = time.monotonic() + timeout_s
-        while self.process.poll() is None:
-            self.sample_tree()
-            assert time.monotonic() < deadline, f"still running after {timeout_s} s:\n{self.tail()}"
-            time.sleep(0.5)
-        return self.process.returncode
-
-    def tail(self, chars: int = 4000) -> str:
-        return self.output()[-chars:]
-
-    def leftovers(self, grace_s: float = 30) -> list[psutil.Process]:
-        """Processes of the tree still running ``grace_s`` seconds after the script ended."""
-        _, alive = psutil.wait_procs([p for pid, p in self.tree.items() if pid != self.process.pid], timeout=grace_s)
-        return alive
-
-    def stop(self) -> None:
-        """SIGKILL whatever of the tree still runs (cerebro's SIGTERM handler itself raises an exception)."""
-        self.sample_tree()
-        for process in self.tree.values():
-            try:
-                process.kill()
-            except psutil.NoSuchProcess:
-                continue
-        self.process.wait()
-        psutil.wait_procs(list(self.tree.values()), timeout=10)
-
-
-@pytest.fixture
-def scripts():
-    """Starts scripts with ``scripts(name, args, cwd, log)``; stops all of them on teardown."""
-    started: list[TrackedScript] = []
-
-    def run(script: str, args: list[str], cwd: Path, log: Path) -> TrackedScript:
-        started.append(TrackedScript(script, args, cwd, log))
-        return started[-1]
-
-    yield run
-    for script in started:
-        script.stop()
 
 
 @pytest.fixture
@@ -190,7 +109,18 @@ def test_losing_a_worker_ends_model_selection_with_a_clear_error(cluster, script
     error = [line for line in selection.output().splitlines() if line.startswith("error: ")]
     assert len(error) == 1, selection.tail()
     assert "a Spark worker or executor was lost" in error[0] and "worker lost" in error[0], error[0]
-    assert "re-run" in error[0]
+    assert "re-run with --resume" in error[0]
     assert "Traceback" not in selection.output()
     assert seconds < WORKER_LOSS_BOUND_S
     assert not selection.leftovers(), "the driver's processes outlived model_selection.py"
+
+    # The run resumes on the worker that is left, from the shared results folder: no epoch had
+    # completed, so both configurations start afresh with their run ids.
+    run_ids = [entry["run_id"] for entry in json.loads((work / "results" / "run_state.json").read_text())
+               ["configurations"]]
+    resumed = scripts("model_selection.py", ["--master", cluster.master_url, "--data", "store", "--results",
+                                             "results", "--workers", "1", "--epochs", "1", "--batch-size", "8",
+                                             "--search-space", GRID, "--resume"], work, work / "resume.log")
+    assert resumed.wait(SCRIPT_TIMEOUT_S) == 0, resumed.tail()
+    assert "resuming 2 configurations after epoch 0 of 1" in resumed.output()
+    assert sorted(m["run_id"] for m in csv.DictReader(open(work / "results" / "models.csv"))) == sorted(run_ids)

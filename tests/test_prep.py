@@ -293,7 +293,35 @@ def test_rerun_replaces_the_store_cleanly(spark, store, tmp_path):
         assert len(list((output / folder).glob("*.parquet"))) == manifest["splits"][split]["files"] <= 2
         assert sorted(read_split(output, folder)) == sorted(
             s for s in manifest["splits"][split]["subjects"] if manifest["splits"][split]["rows_per_subject"][s])
-    assert sorted(p.name for p in output.iterdir()) == [MANIFEST_NAME, TRAIN_DIR, VAL_DIR]
+    assert sorted(p.name for p in output.iterdir()) == [prep.STORE_MARKER, MANIFEST_NAME, TRAIN_DIR, VAL_DIR]
+
+
+def test_a_foreign_folder_is_refused_and_left_as_it_was(spark, store, tmp_path):
+    output = tmp_path / "thesis"
+    output.mkdir()
+    (output / "thesis.txt").write_text("three years of work")
+    (output / "figures").mkdir()
+    with pytest.raises(InputError, match=rf"output folder {output} is not empty and holds no data store of this "
+                                         r"project \(2 entries: figures, thesis.txt\); choose a new or empty folder"):
+        run_prepare(spark, store["input"], output)
+    assert sorted(p.name for p in output.iterdir()) == ["figures", "thesis.txt"]
+    assert (output / "thesis.txt").read_text() == "three years of work"
+    (output / "figures").rmdir()
+    (output / "thesis.txt").unlink()
+    (output.parent / "a_file").write_text("x")
+    with pytest.raises(InputError, match="is a file; expected a folder"):
+        run_prepare(spark, store["input"], output.parent / "a_file")
+
+
+def test_rerun_over_an_old_store_keeps_what_is_not_the_stores(spark, store, tmp_path):
+    output = tmp_path / "out"
+    shutil.copytree(store["output"], output)
+    (output / prep.STORE_MARKER).unlink()  # a store written before the marker existed: its manifest says so
+    (output / "notes.txt").write_text("mine")
+    run_prepare(spark, store["input"], output, partitions=2)
+    assert (output / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in output.iterdir()) == [prep.STORE_MARKER, MANIFEST_NAME, "notes.txt", TRAIN_DIR,
+                                                        VAL_DIR]
 
 
 def test_failed_write_leaves_no_manifest_and_no_partial_dataset(spark, store, tmp_path, monkeypatch):
@@ -311,7 +339,7 @@ def test_failed_write_leaves_no_manifest_and_no_partial_dataset(spark, store, tm
     monkeypatch.setattr(script, "write_split", fail_on_second_split)
     with contextlib.redirect_stdout(io.StringIO()), pytest.raises(OSError, match="disk full"):
         script.prepare(spark, str(store["input"]), str(output), 0.7, SEED + 1, 2, 64)
-    assert sorted(p.name for p in output.iterdir()) == [TRAIN_DIR, VAL_DIR]
+    assert sorted(p.name for p in output.iterdir()) == [prep.STORE_MARKER, TRAIN_DIR, VAL_DIR]
     assert sorted(p.name for p in (output / TRAIN_DIR).iterdir()) == old_train
 
 

@@ -7,6 +7,8 @@ Each patch is a function documented with the defect it fixes and tested in
 import numpy as np
 import tensorflow as tf
 
+from chap_mop.run_state import EPOCH_LOG_SUFFIX
+
 LARGER_IS_BETTER = ("r2", "acc", "accuracy", "balanced_accuracy", "auc", "precision", "recall",
                     "f1", "sensitivity", "specificity")
 TENSORBOARD_SUBDIR = "logs"
@@ -39,13 +41,15 @@ def patch_tensorboard_logs() -> None:
     was deleted, so nothing was kept. Here they are synced while the folder still exists, into
     ``<runs>/<run_id>/logs/``. Also calls the search's ``epoch_listeners`` after each epoch (cerebro
     has no hook between epochs): they see every run's metrics so far and may add derived ones.
+    Each epoch's scalars go to their own event file, named ``*.epoch<k>``, so that a resumed run
+    can drop the files of epochs it trains again (:meth:`chap_mop.run_state.RunState.restore`).
     """
     from cerebro.tune import base
 
-    def _write(store, run_id: str, write_fn) -> None:
+    def _write(store, run_id: str, write_fn, suffix: str) -> None:
         remote_store = store.to_remote(run_id, None)
         with remote_store.get_local_output_dir() as local_dir:
-            with tf.summary.create_file_writer(f"{local_dir}/{TENSORBOARD_SUBDIR}").as_default():
+            with tf.summary.create_file_writer(f"{local_dir}/{TENSORBOARD_SUBDIR}", filename_suffix=suffix).as_default():
                 write_fn()
             remote_store.sync(local_dir)
 
@@ -56,7 +60,7 @@ def patch_tensorboard_logs() -> None:
         from tensorboard.plugins.hparams import api as hp
         for estimator, params in zip(estimators, hparams):
             run_id = estimator.getRunId()
-            _write(_store_of(store, run_id), run_id, lambda: hp.hparams(params, trial_id=run_id))
+            _write(_store_of(store, run_id), run_id, lambda: hp.hparams(params, trial_id=run_id), ".hparams")
             if verbose >= 1:
                 print(f"CEREBRO => Model: {run_id}, " + ", ".join(f"{k}: {v}" for k, v in params.items()))
 
@@ -69,7 +73,7 @@ def patch_tensorboard_logs() -> None:
                 for name, values in metrics.items():
                     tf.summary.scalar(name, values[epoch - 1], step=epoch)
 
-            _write(_store_of(store, run_id), run_id, write_scalars)
+            _write(_store_of(store, run_id), run_id, write_scalars, f"{EPOCH_LOG_SUFFIX}{epoch}")
 
     def _log_epoch_metrics(self, estimators, estimator_results):
         for listener in getattr(self, "epoch_listeners", []):

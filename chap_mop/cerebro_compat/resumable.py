@@ -1,0 +1,158 @@
+"""Grid, random and TPE searches that save every completed epoch and continue a saved run.
+
+cerebro's searches create their estimators, train them for ``num_epochs`` and return; a driver
+that dies loses everything, and nothing can start from a saved epoch. These subclasses keep
+cerebro's schedule (model hopping epoch by epoch, validation after each training epoch) but:
+
+* take a :class:`chap_mop.run_state.RunState` (``run_state=``): every configuration is recorded
+  there before it trains, and after every completed epoch its end-of-epoch checkpoint, epochs
+  and metrics are saved (after the epoch listeners and TensorBoard logs);
+* restore the configurations a saved run already has: the same run ids and hyper-parameters
+  (random and TPE draws included), the end-of-epoch checkpoint (weights and optimizer state) as
+  cerebro's working checkpoint, the epoch count and the metrics so far, so completed epochs are
+  never trained again;
+* build only the best run's model at the end (cerebro loaded every checkpoint to pick one).
+"""
+from pathlib import Path
+
+import numpy as np
+from cerebro.backend import constants
+from cerebro.tune import GridSearch, RandomSearch, TPESearch
+from cerebro.tune.base import ModelSelectionResult, _HPChoice, update_model_results
+from hyperopt import STATUS_OK, STATUS_RUNNING, Trials, tpe
+from hyperopt.base import Domain
+
+from chap_mop.cerebro_compat.selection import TENSORBOARD_SUBDIR, is_larger_better
+from chap_mop.run_state import RunState
+
+
+class ResumableSearch:
+    """What the three searches share; mixed in before cerebro's search class.
+
+    :param run_state: the run's saved state, new or loaded; every other argument is cerebro's.
+    """
+
+    def __init__(self, *args, run_state: RunState, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.run_state = run_state
+
+    def _start_estimators(self, param_maps: list[dict], first_index: int, extras: list[dict] | None = None
+                          ) -> tuple[list, dict]:
+        """Estimators of the configurations ``first_index, first_index + 1, ...``, saved or new.
+
+        :return: the estimators and their results so far (run id -> {metric: per-epoch values}).
+        """
+        estimators, results, new = [], {}, []
+        for offset, params in enumerate(param_maps):
+            estimator = self._estimator_gen_fn_wrapper(params)
+            saved = self.run_state.configuration(first_index + offset)
+            if saved is None:
+                self.run_state.add_configuration(estimator.getRunId(), params, extras[offset] if extras else None)
+                new.append((estimator, params))
+                results[estimator.getRunId()] = {}
+            else:
+                del self.run_hyperparameters[estimator.getRunId()]
+                estimator.setRunId(saved["run_id"])
+                estimator.setEpochs(saved["epochs_completed"])
+                self.run_hyperparameters[saved["run_id"]] = saved["hyperparameters"]
+                results[saved["run_id"]] = {name: list(values) for name, values in saved["history"].items()}
+                self.run_state.restore(saved, self._checkpoint(saved["run_id"]),
+                                       self._local(self.store.get_run_path(saved["run_id"])) / TENSORBOARD_SUBDIR)
+            estimators.append(estimator)
+        if new:
+            self._log_hp_to_tensorboard([estimator for estimator, _ in new], [params for _, params in new])
+        return estimators, results
+
+    def _train_epochs(self, estimators: list, results: dict) -> None:
+        """Train and validate ``estimators`` epoch by epoch up to ``num_epochs``, saving each epoch."""
+        while min(estimator.getEpochs() for estimator in estimators) < self.num_epochs:
+            for is_train in (True, False):
+                update_model_results(results, self.backend.train_for_one_epoch(
+                    estimators, self.store, self.feature_cols, self.label_cols, is_train=is_train))
+            self._log_epoch_metrics_to_tensorboard(estimators, results)
+            ids = [estimator.getRunId() for estimator in estimators]
+            self.run_state.save_epoch({run_id: self._checkpoint(run_id) for run_id in ids},
+                                      {run_id: results[run_id] for run_id in ids},
+                                      {estimator.getRunId(): estimator.getEpochs() for estimator in estimators})
+
+    def _local(self, store_path: str) -> Path:
+        return Path(self.store.get_localized_path(store_path))
+
+    def _checkpoint(self, run_id: str) -> Path:
+        """cerebro's working checkpoint of a run, which every training sub-epoch overwrites."""
+        return self._local(self.store.get_checkpoint_path(run_id))
+
+    def _best_result(self, estimators: list, results: dict, metadata) -> ModelSelectionResult:
+        """cerebro's result: the run with the best final validation value of the evaluation metric."""
+        values = [results[estimator.getRunId()]["val_" + self.evaluation_metric][-1] for estimator in estimators]
+        best = estimators[int((np.argmax if is_larger_better(self.evaluation_metric) else np.argmin)(values))]
+        model = best.create_model(results[best.getRunId()], best.getRunId(), metadata)
+        return ModelSelectionResult(model, results, [model], [column + "__output" for column in self.label_cols])
+
+    def _param_maps(self) -> list[dict]:
+        """The configurations: those of the saved run when it has them (random draws included)."""
+        saved = [entry["hyperparameters"] for entry in self.run_state.configurations]
+        return saved or self.estimator_param_maps
+
+    def _fit_on_prepared_data(self, metadata):
+        estimators, results = self._start_estimators(self._param_maps(), 0)
+        self._train_epochs(estimators, results)
+        return self._best_result(estimators, results, metadata)
+
+
+class ResumableGridSearch(ResumableSearch, GridSearch):
+    """cerebro's GridSearch, saved after every epoch and resumable."""
+
+
+class ResumableRandomSearch(ResumableSearch, RandomSearch):
+    """cerebro's RandomSearch, saved after every epoch and resumable with the same draws."""
+
+
+class ResumableTPESearch(ResumableSearch, TPESearch):
+    """cerebro's TPESearch (batches of ``parallelism`` configurations, each trained for every
+    epoch before TPE draws the next batch), saved after every epoch and resumable.
+
+    On resume, hyperopt draws again from the same seed, and every trial the saved run has is
+    replaced by the saved one (its values and, for finished batches, its result), so TPE sees the
+    history the interrupted run had.
+    """
+
+    def _fit_on_prepared_data(self, metadata):
+        trials, domain = Trials(), Domain(None, self.hyperopt_search_space)
+        rand = np.random.RandomState(constants.RANDOM_SEED)
+        all_estimators, all_results = [], {}
+        for first in range(0, self.num_params, self.parallelism):
+            docs = [self._suggest(index, domain, trials, rand)
+                    for index in range(first, min(self.num_params, first + self.parallelism))]
+            vals = [{name: values[0] for name, values in doc["misc"]["vals"].items()} for doc in docs]
+            estimators, results = self._start_estimators([self._params_of(v) for v in vals], first,
+                                                         [{"hyperopt_vals": v} for v in vals])
+            self._train_epochs(estimators, results)
+            for doc, estimator in zip(docs, estimators):
+                doc["status"] = STATUS_OK
+                doc["result"] = {"loss": results[estimator.getRunId()]["val_" + self.evaluation_metric][-1],
+                                 "status": STATUS_OK}
+            trials.refresh()
+            all_estimators += estimators
+            all_results.update(results)
+        return self._best_result(all_estimators, all_results, metadata)
+
+    def _suggest(self, index: int, domain, trials, rand) -> dict:
+        doc = tpe.suggest([index], domain, trials, rand.randint(0, 2 ** 31 - 1))[0]
+        saved = self.run_state.configuration(index)
+        if saved is not None:
+            doc["misc"]["vals"] = {name: [value] for name, value in saved["extra"]["hyperopt_vals"].items()}
+        else:
+            doc["misc"]["vals"] = {name: [np.asarray(values[0]).item()] for name, values in doc["misc"]["vals"].items()}
+        doc["status"] = STATUS_RUNNING
+        trials.insert_trial_docs([doc])
+        trials.refresh()
+        return doc
+
+    def _params_of(self, vals: dict) -> dict:
+        """cerebro's hyper-parameters from hyperopt's values (a choice's value is its index)."""
+        return {name: self.search_space[name].options[value] if isinstance(self.search_space[name], _HPChoice)
+                else value for name, value in vals.items()}
+
+
+SEARCHES = {"grid": ResumableGridSearch, "random": ResumableRandomSearch, "tpe": ResumableTPESearch}

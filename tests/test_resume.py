@@ -1,0 +1,172 @@
+"""A model selection whose driver is killed mid-epoch resumes with --resume on real local Spark,
+and the results folder rules hold for the script: a foreign folder is refused, --overwrite removes
+only the run, a resume with other settings stops with one line."""
+import csv
+import hashlib
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import psutil
+import pytest
+
+from chap_mop.demo_data import write_demo_dataset
+from chap_mop.run_state import CHECKPOINTS_DIR, STATE_NAME
+from conftest import run_script
+
+GRID = '{"lr": [0.001], "l2_reg": [0.001, 0.0001], "win_size": [1], "amp_factor": [1]}'
+EPOCHS = 3
+SCRIPT_TIMEOUT_S = 600
+
+
+def selection_args(store: Path, results: Path, *extra: str, grid: str = GRID) -> list[str]:
+    return ["--master", "local[2]", "--data", str(store), "--results", str(results), "--workers", "2",
+            "--epochs", str(EPOCHS), "--batch-size", "16", "--search-space", grid, *extra]
+
+
+def prepare(h5: Path, store: Path, *extra: str) -> None:
+    run_script("prep_petastorm_data.py", "--master", "local[2]", "--input", str(h5), "--output", str(store),
+               "--partitions", "2", *extra)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("resume")
+    write_demo_dataset(root / "h5", subjects=6, days=1, hours_per_day=3, seed=4)
+    prepare(root / "h5", root / "store")
+    return root / "store"
+
+
+def weights(checkpoint: Path) -> dict[str, np.ndarray]:
+    """Every weight and optimizer variable of a Keras HDF5 checkpoint, by its path in the file."""
+    arrays = {}
+    with h5py.File(checkpoint, "r") as file:
+        file.visititems(lambda name, item: arrays.__setitem__(name, item[()]) if isinstance(item, h5py.Dataset)
+                        else None)
+    return arrays
+
+
+def after_a_sub_epoch_of_epoch_2(output: str) -> bool:
+    return "Completed Model" in output.partition(f"=== epoch 1/{EPOCHS} done")[2]
+
+
+@pytest.fixture(scope="module")
+def killed_and_resumed(store, tmp_path_factory, request):
+    """A run killed (SIGKILL, its whole process tree) during epoch 2, then resumed."""
+    from conftest import TrackedScript
+    work = tmp_path_factory.mktemp("killed")
+    results = work / "results"
+    killed = TrackedScript("model_selection.py", selection_args(store, results), work, work / "killed.log")
+    request.addfinalizer(killed.stop)
+    killed.wait_for(after_a_sub_epoch_of_epoch_2, "a completed sub-epoch of epoch 2", SCRIPT_TIMEOUT_S)
+    killed.stop()
+    alive = [p for p in killed.tree.values() if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert not alive, f"processes of the killed run still run: {alive}"
+
+    before = json.loads((results / STATE_NAME).read_text())
+    kept = {c["run_id"]: results / c["checkpoint"] for c in before["configurations"]}
+    working = {run_id: results / "runs" / run_id / "checkpoint.h5" for run_id in kept}
+    snapshot = {"state": before, "digests": {r: hashlib.sha256(p.read_bytes()).hexdigest() for r, p in kept.items()},
+                "end_of_epoch_1": {r: weights(p) for r, p in kept.items()},
+                "working": {r: weights(p) for r, p in working.items()}}
+    resumed = run_script("model_selection.py", *selection_args(store, results, "--resume"),
+                         timeout_s=SCRIPT_TIMEOUT_S)
+    return results, snapshot, resumed.stdout
+
+
+def test_the_kill_came_after_epoch_1_and_during_epoch_2(killed_and_resumed):
+    _, snapshot, _ = killed_and_resumed
+    assert [c["epochs_completed"] for c in snapshot["state"]["configurations"]] == [1, 1]
+    assert snapshot["state"]["status"] == "running"
+    # A sub-epoch of epoch 2 overwrote at least one working checkpoint: it is not the end of epoch 1.
+    assert any(any(not np.array_equal(snapshot["working"][r][name], value) for name, value in saved.items())
+               for r, saved in snapshot["end_of_epoch_1"].items())
+
+
+def test_resume_starts_epoch_2_from_the_end_of_epoch_1(killed_and_resumed):
+    results, snapshot, stdout = killed_and_resumed
+    assert f"resuming 2 configurations after epoch 1 of {EPOCHS}" in stdout
+    summary = json.loads((results / "summary.json").read_text())
+    [resume] = summary["resumes"]
+    assert resume["after_epoch"] == 1
+    # The checkpoint each worker loads for epoch 2 is the end-of-epoch-1 one, byte for byte, so its
+    # weights and optimizer state are too.
+    assert resume["restored"] == snapshot["digests"]
+    assert all(snapshot["end_of_epoch_1"][r] for r in resume["restored"])
+
+
+def test_resumed_run_ends_with_the_files_of_an_uninterrupted_run(killed_and_resumed):
+    results, snapshot, stdout = killed_and_resumed
+    history = list(csv.DictReader(open(results / "history.csv")))
+    run_ids = sorted(c["run_id"] for c in snapshot["state"]["configurations"])
+    assert sorted((h["run_id"], int(h["epoch"])) for h in history) == \
+        [(run_id, epoch) for run_id in run_ids for epoch in range(1, EPOCHS + 1)]
+    for entry in snapshot["state"]["configurations"]:  # epoch 1 was not trained again
+        [first] = [h for h in history if h["run_id"] == entry["run_id"] and h["epoch"] == "1"]
+        assert float(first["val_loss"]) == pytest.approx(entry["history"]["val_loss"][0])
+    models = list(csv.DictReader(open(results / "models.csv")))
+    assert sorted(m["run_id"] for m in models) == run_ids and {m["epochs"] for m in models} == {str(EPOCHS)}
+    for name in ("summary.json", "validation_balanced_accuracy.png", "best_model.h5"):
+        assert (results / name).is_file(), name
+    for run_id in run_ids:
+        logs = sorted(p.name.rsplit(".", 1)[1] for p in (results / "runs" / run_id / "logs").iterdir())
+        assert logs == ["epoch1", "epoch2", "epoch3", "hparams"]
+        assert [p.name for p in (results / CHECKPOINTS_DIR / run_id).iterdir()] == [f"epoch_{EPOCHS}.h5"]
+    assert json.loads((results / STATE_NAME).read_text())["status"] == "complete"
+    assert "Best run" in stdout
+
+
+def error_lines(run) -> list[str]:
+    return [line for line in run.stderr.splitlines() if line.startswith("error: ")]
+
+
+def test_a_foreign_results_folder_is_refused_before_spark_starts(store, tmp_path):
+    (tmp_path / "thesis.txt").write_text("three years of work")
+    run = run_script("model_selection.py", *selection_args(store, tmp_path), check=False)
+    assert run.returncode == 2
+    assert error_lines(run) == [f"error: results folder {tmp_path} is not empty and holds no run of this project "
+                                "(1 entries: thesis.txt); choose a new or empty folder"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["thesis.txt"]
+    assert (tmp_path / "thesis.txt").read_text() == "three years of work"
+    assert "Scheduling Model" not in run.stdout
+
+
+def test_an_earlier_run_is_kept_without_resume_or_overwrite(killed_and_resumed, store):
+    results, _, _ = killed_and_resumed
+    run = run_script("model_selection.py", *selection_args(store, results), check=False)
+    assert run.returncode == 2
+    assert error_lines(run) == [f"error: results folder {results} holds an earlier run (complete, {EPOCHS} of {EPOCHS} "
+                                "epochs): pass --resume to continue it or --overwrite to replace it"]
+
+
+def test_resume_with_another_search_space_is_refused(killed_and_resumed, store):
+    results, _, _ = killed_and_resumed
+    grid = GRID.replace('"lr": [0.001]', '"lr": [0.01]')
+    run = run_script("model_selection.py", *selection_args(store, results, "--resume", grid=grid), check=False)
+    assert run.returncode == 2
+    [error] = error_lines(run)
+    assert error.startswith(f"error: cannot resume the run in {results}: search_space was ")
+
+
+def test_resume_on_a_re_prepared_store_is_refused(killed_and_resumed, store, tmp_path):
+    results, _, _ = killed_and_resumed
+    other = tmp_path / "store"
+    prepare(store.parent / "h5", other, "--seed", "7")
+    run = run_script("model_selection.py", *selection_args(other, results, "--resume"), check=False)
+    assert run.returncode == 2
+    assert error_lines(run) == [f"error: cannot resume the run in {results}: the data store was re-prepared (its "
+                                "manifest changed); use the run's own settings, or --overwrite to start a new run there"]
+
+
+def test_overwrite_replaces_the_run_and_keeps_foreign_files(killed_and_resumed, store):
+    results, snapshot, _ = killed_and_resumed
+    (results / "notes.txt").write_text("mine")
+    old_ids = {c["run_id"] for c in snapshot["state"]["configurations"]}
+    run_script("model_selection.py", *selection_args(store, results, "--overwrite"), "--epochs", "1",
+               timeout_s=SCRIPT_TIMEOUT_S)
+    assert (results / "notes.txt").read_text() == "mine"
+    new_ids = {m["run_id"] for m in csv.DictReader(open(results / "models.csv"))}
+    assert not new_ids & old_ids
+    assert {p.name for p in (results / "runs").iterdir()} == new_ids
+    assert json.loads((results / "summary.json").read_text())["resumes"] == []

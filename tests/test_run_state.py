@@ -1,0 +1,151 @@
+"""A run's saved state on real files: which folders a run may write into, what --overwrite removes,
+what a resume refuses, and that a restored checkpoint is the end-of-epoch one (a real Keras model)."""
+import hashlib
+
+import numpy as np
+import pytest
+
+from chap_mop import cerebro_compat  # noqa: F401  (environment before TensorFlow)
+from chap_mop.run_state import (CHECKPOINTS_DIR, RUNS_DIR, STATE_NAME, ResultsFolderError, RunState,
+                                open_results_folder, remove_run)
+
+import tensorflow as tf  # noqa: E402
+
+SETTINGS = {"data_store": "/data/store", "manifest_sha256": "abc", "search": "grid",
+            "search_space": {"lr": [0.001, 0.0001]}, "samples": None, "batch_size": 16,
+            "metric": "balanced_accuracy", "epochs": 3, "workers": 2}
+
+
+def test_a_missing_or_empty_folder_takes_a_new_run(tmp_path):
+    assert open_results_folder(tmp_path / "new", resume=False, overwrite=False) is None
+    assert open_results_folder(tmp_path, resume=False, overwrite=True) is None
+    with pytest.raises(ResultsFolderError, match=f"nothing to resume: {tmp_path} holds no run"):
+        open_results_folder(tmp_path, resume=True, overwrite=False)
+
+
+def test_a_foreign_folder_is_refused_whatever_the_flags(tmp_path):
+    (tmp_path / "thesis.txt").write_text("three years of work")
+    for name in ("a", "b", "c"):
+        (tmp_path / name).mkdir()
+    for resume, overwrite in [(False, False), (False, True), (True, False)]:
+        with pytest.raises(ResultsFolderError, match=rf"results folder {tmp_path} is not empty and holds no run of "
+                                                     r"this project \(4 entries: a, b, c, \.\.\.\)"):
+            open_results_folder(tmp_path, resume, overwrite)
+    assert (tmp_path / "thesis.txt").read_text() == "three years of work"
+    with pytest.raises(ResultsFolderError, match="is a file; expected a folder"):
+        open_results_folder(tmp_path / "thesis.txt", False, False)
+
+
+def test_an_earlier_run_needs_resume_or_overwrite(tmp_path):
+    RunState.create(tmp_path, SETTINGS)
+    with pytest.raises(ResultsFolderError, match=r"holds an earlier run \(incomplete, 0 of 3 epochs\): pass --resume "
+                                                 "to continue it or --overwrite to replace it"):
+        open_results_folder(tmp_path, False, False)
+    with pytest.raises(ResultsFolderError, match="--resume and --overwrite exclude each other"):
+        open_results_folder(tmp_path, True, True)
+    assert open_results_folder(tmp_path, True, False).settings == SETTINGS
+
+
+def test_overwrite_removes_the_run_and_nothing_else(tmp_path):
+    state = RunState.create(tmp_path, SETTINGS)
+    state.add_configuration("model_0_1", {"lr": 0.001})
+    for path in [f"{RUNS_DIR}/model_0_1/checkpoint.h5", f"{RUNS_DIR}/model_0_1/logs/events.epoch1",
+                 f"{CHECKPOINTS_DIR}/model_0_1/epoch_1.h5", "models.csv", "history.csv", "summary.json",
+                 "best_model.h5", "validation_balanced_accuracy.png"]:
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text("written by the run")
+    (tmp_path / "thesis.txt").write_text("mine")
+    (tmp_path / RUNS_DIR / "my_notes.txt").write_text("mine too")
+    remove_run(open_results_folder(tmp_path, False, True))
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == \
+        [RUNS_DIR, f"{RUNS_DIR}/my_notes.txt", "thesis.txt"]
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"search_space": {"lr": [0.01]}}, r'search_space was {"lr": \[0.001, 0.0001\]}, now {"lr": \[0.01\]}'),
+    ({"manifest_sha256": "def"}, r"the data store was re-prepared \(its manifest changed\)"),
+    ({"search": "random", "samples": 8}, 'search was "grid", now "random"'),
+    ({"batch_size": 32}, "batch_size was 16, now 32"),
+    ({"metric": "loss"}, 'metric was "balanced_accuracy", now "loss"'),
+])
+def test_resume_refuses_other_settings(tmp_path, change, message):
+    state = RunState.create(tmp_path, SETTINGS)
+    with pytest.raises(ResultsFolderError, match=f"cannot resume the run in {tmp_path}: {message}"):
+        state.check_resumable({**SETTINGS, **change})
+    state.check_resumable({**SETTINGS, "epochs": 5, "workers": 4})  # more epochs, other workers: fine
+
+
+def test_resume_refuses_fewer_epochs_than_completed(tmp_path):
+    state = RunState.create(tmp_path, SETTINGS)
+    state.add_configuration("model_0_1", {"lr": 0.001})
+    state.configurations[0]["epochs_completed"] = 2
+    with pytest.raises(ResultsFolderError, match="with --epochs 1: it has completed 2 epochs; pass --epochs 2"):
+        state.check_resumable({**SETTINGS, "epochs": 1})
+
+
+def fitted_model(model=None):
+    if model is None:
+        inputs = tf.keras.Input((3,))
+        model = tf.keras.Model(inputs, tf.keras.layers.Dense(2, activation="softmax")(inputs))
+        model.compile(tf.keras.optimizers.Adam(learning_rate=0.1), "sparse_categorical_crossentropy")
+    rng = np.random.default_rng(len(model.optimizer.variables))
+    model.fit(rng.normal(size=(32, 3)).astype("float32"), rng.integers(0, 2, 32), batch_size=8, verbose=0)
+    return model
+
+
+def test_restore_brings_back_the_end_of_epoch_checkpoint_not_the_working_one(tmp_path):
+    state = RunState.create(tmp_path, SETTINGS)
+    state.add_configuration("model_0_1", {"lr": 0.001})
+    working = tmp_path / RUNS_DIR / "model_0_1" / "checkpoint.h5"
+    logs = working.parent / "logs"
+    logs.mkdir(parents=True)
+    model = fitted_model()
+    model.save(working)  # end of epoch 1, as cerebro leaves it
+    end_of_epoch = (model.get_weights(), [v.numpy() for v in model.optimizer.variables])
+    state.save_epoch({"model_0_1": working}, {"model_0_1": {"val_loss": [0.5]}}, {"model_0_1": 1})
+    (logs / "events.out.tfevents.1.epoch1").write_text("epoch 1")
+
+    fitted_model(model).save(working)  # a sub-epoch of epoch 2 overwrote it, then the driver died
+    (logs / "events.out.tfevents.2.epoch2").write_text("epoch 2")
+    (tmp_path / CHECKPOINTS_DIR / "model_0_1" / "epoch_2.h5").write_text("copied, state not yet saved")
+    assert not np.array_equal(model.get_weights()[0], end_of_epoch[0][0])
+
+    resumed = RunState.load(tmp_path)
+    resumed.record_resume(3, 2)
+    resumed.restore(resumed.configurations[0], working, logs)
+    restored = tf.keras.models.load_model(working)
+    for got, expected in zip(restored.get_weights(), end_of_epoch[0]):
+        np.testing.assert_array_equal(got, expected)
+    for got, expected in zip([v.numpy() for v in restored.optimizer.variables], end_of_epoch[1]):
+        np.testing.assert_array_equal(got, expected)
+    assert sorted(p.name for p in logs.iterdir()) == ["events.out.tfevents.1.epoch1"]
+    assert sorted(p.name for p in (tmp_path / CHECKPOINTS_DIR / "model_0_1").iterdir()) == ["epoch_1.h5"]
+    saved = RunState.load(tmp_path).data["resumes"]
+    assert saved[0]["after_epoch"] == 1
+    assert saved[0]["restored"] == {"model_0_1": hashlib.sha256(working.read_bytes()).hexdigest()}
+
+
+def test_a_configuration_without_a_completed_epoch_starts_afresh(tmp_path):
+    state = RunState.create(tmp_path, SETTINGS)
+    state.add_configuration("model_0_1", {"lr": 0.001})
+    working = tmp_path / RUNS_DIR / "model_0_1" / "checkpoint.h5"
+    working.parent.mkdir(parents=True)
+    working.write_text("half-trained")
+    state.record_resume(3, 2)
+    state.restore(state.configurations[0], working, working.parent / "logs")
+    assert not working.exists()  # cerebro builds the model again
+    assert state.data["resumes"][0]["restored"] == {"model_0_1": None}
+
+
+def test_save_epoch_keeps_one_checkpoint_per_configuration(tmp_path):
+    state = RunState.create(tmp_path, SETTINGS)
+    state.add_configuration("model_0_1", {"lr": 0.001})
+    working = tmp_path / "working.h5"
+    for epoch in (1, 2):
+        working.write_text(f"epoch {epoch}")
+        state.save_epoch({"model_0_1": working}, {"model_0_1": {"val_loss": [0.5] * epoch}}, {"model_0_1": epoch})
+    kept = tmp_path / CHECKPOINTS_DIR / "model_0_1"
+    assert [p.name for p in kept.iterdir()] == ["epoch_2.h5"] and (kept / "epoch_2.h5").read_text() == "epoch 2"
+    entry = RunState.load(tmp_path).configurations[0]
+    assert entry["epochs_completed"] == 2 and entry["history"] == {"val_loss": [0.5, 0.5]}
+    assert not list(tmp_path.glob(".*partial")) and (tmp_path / STATE_NAME).is_file()
