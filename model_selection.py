@@ -192,9 +192,7 @@ def run(args: argparse.Namespace) -> None:
     from cerebro.storage import LocalStore
 
     store = LocalStore(str(Path(args.data).resolve()), runs_path=str(results_dir / "runs"))
-    # One reader thread keeps row groups in order, so a worker sees each subject's windows in time order.
     backend = SparkBackend(spark_context=spark.sparkContext, num_workers=num_workers,
-                           data_readers_pool_type="thread", num_data_readers=1,
                            polling_period=args.polling_period)
     search = make_search(args.search, args.samples, backend, store, space, args.epochs, args.metric,
                          args.batch_size, state)

@@ -12,7 +12,8 @@ Output, split by subject (see ``chap_mop/schema.py``)::
 
 Both locations may be plain paths, ``file://`` URLs on a file system that every Spark worker
 mounts, or ``hdfs://`` URLs (read through pyarrow's Hadoop file system). Day files are read on
-the Spark executors, each once and whole; the driver only plans.
+the Spark executors, each once and whole, and written as Parquet columns by the same tasks;
+the driver only plans, checks and writes the metadata.
 
 Example: ``python prep_petastorm_data.py --master local[2] --input data/demo_h5 --output data/petastorm``
 """
@@ -23,12 +24,11 @@ from functools import partial
 from pathlib import Path
 
 import pyarrow.fs as pafs
-from petastorm.etl.dataset_metadata import materialize_dataset
 from pyspark.sql import SparkSession
 
 from chap_mop import prep
 from chap_mop.errors import InputError
-from chap_mop.schema import TRAIN_DIR, VAL_DIR, WindowSchema
+from chap_mop.schema import TRAIN_DIR, VAL_DIR
 from chap_mop.spark_session import start_spark
 
 PROJECT = Path(__file__).resolve().parent
@@ -63,22 +63,27 @@ def check_inputs(spark: SparkSession, fs: pafs.FileSystem, root: str, skip_bad_f
     return good, {s: rows[s] for s in good}, problems
 
 
-def write_split(spark: SparkSession, fs: pafs.FileSystem, plan: prep.SplitPlan, day_files: dict[str, list[str]],
-                dataset_url: str, row_group_size_mb: int) -> None:
-    """Pass 2: write one Petastorm dataset, one Parquet file per entry of ``plan.files``.
+def write_splits(spark: SparkSession, in_fs: pafs.FileSystem, out_fs: pafs.FileSystem, plans: list[prep.SplitPlan],
+                 day_files: dict[str, list[str]], staging: str, row_group_size_mb: int) -> None:
+    """Pass 2, on the executors: each Spark task writes one planned Parquet file of one split.
 
-    Each Spark partition holds one file's day files in order (subject by subject, days by
-    name) and nothing repartitions it, so each subject's windows land contiguous and in time
-    order in a single Parquet file.
+    A task reads its subjects' day files (subject by subject, days by name) and writes their
+    columns itself, so each subject's windows land contiguous and in time order in a single file
+    and no window passes through Spark. The driver then writes each split's Petastorm metadata.
     """
-    per_file = [[(s, p) for s in subjects for p in day_files[s]] for subjects in plan.files]
-    rows = spark.sparkContext.parallelize(per_file, len(per_file)).mapPartitions(partial(prep.window_rows, fs))
-    windows = spark.createDataFrame(rows, WindowSchema.as_spark_schema(), verifySchema=False)
-    writer = windows.write.mode("overwrite").option("maxRecordsPerFile", 0)  # never split a file
-    if plan.max_rows_per_row_group:
-        writer = writer.option("parquet.block.row.count.limit", plan.max_rows_per_row_group)
-    with materialize_dataset(spark, dataset_url, WindowSchema, row_group_size_mb):
-        writer.parquet(dataset_url)
+    tasks = [prep.FileTask(f"{staging}/{plan.folder}", index, [(s, p) for s in subjects for p in day_files[s]],
+                           sum(plan.rows[s] for s in subjects),
+                           prep.rows_per_row_group(row_group_size_mb, plan.max_rows_per_row_group))
+             for plan in plans for index, subjects in enumerate(plan.files)]
+    for plan in plans:
+        out_fs.create_dir(f"{staging}/{plan.folder}")
+    tasks.sort(key=lambda task: -task.rows)  # largest first, so that the last tasks to start are short
+    written = (spark.sparkContext.parallelize(tasks, len(tasks))
+               .map(partial(prep.write_parquet_file, in_fs, out_fs)).collect())
+    for plan in plans:
+        dataset = f"{staging}/{plan.folder}"
+        prep.write_petastorm_metadata(out_fs, dataset, {name: groups for folder, name, groups, _ in written
+                                                        if folder == dataset})
 
 
 def prepare(spark: SparkSession, input_url: str, output_url: str, train_fraction: float, seed: int, partitions: int,
@@ -107,8 +112,7 @@ def prepare(spark: SparkSession, input_url: str, output_url: str, train_fraction
              prep.plan_split("validation", VAL_DIR, val, rows, partitions)]
 
     try:
-        for plan in plans:
-            write_split(spark, in_fs, plan, day_files, f"{out_url}/{staging}/{plan.folder}", row_group_size_mb)
+        write_splits(spark, in_fs, out_fs, plans, day_files, f"{out_root}/{staging}", row_group_size_mb)
         for plan in plans:
             prep.delete_if_exists(out_fs, f"{out_root}/{plan.folder}")
             out_fs.move(f"{out_root}/{staging}/{plan.folder}", f"{out_root}/{plan.folder}")

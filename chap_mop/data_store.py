@@ -1,7 +1,8 @@
 """Checks and counts on a prepared data store, done on the driver before any training.
 
 cerebro shards a Petastorm dataset by row group: worker ``w`` of ``n`` reads the row groups
-whose global index ``i`` has ``i % n == w``, in order. Sequences never span two row groups that
+whose global index ``i`` has ``i % n == w``, in order (:mod:`chap_mop.shard_reader`, whose row
+group order this module uses too). Sequences never span two row groups that
 a worker reads apart (their times are not 10 s apart), so counting per worker over exactly
 those row groups gives the sequences each epoch really has.
 """
@@ -10,11 +11,12 @@ from dataclasses import dataclass
 from urllib.parse import urlparse
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
-from petastorm.etl import dataset_metadata
 
 from chap_mop.errors import InputError
 from chap_mop.schema import MANIFEST_NAME, TRAIN_DIR, VAL_DIR
+from chap_mop.shard_reader import row_groups
 from chap_mop.windows import count_sequences
 
 SMALL_COLUMNS = ["id", "time", "non_wear", "sleeping", "label"]
@@ -67,18 +69,17 @@ def read_split(store: str, split_dir: str) -> SplitInfo:
     """Row groups and the small columns (no acceleration data) of one split, in petastorm's order."""
     path = f"{local_path(store).rstrip('/')}/{split_dir}"
     try:
-        dataset = pq.ParquetDataset(path, use_legacy_dataset=True, validate_schema=False)
-    except OSError as error:
-        raise DataStoreError(f"{path}: not a readable Petastorm dataset ({error}); re-run prep_petastorm_data.py") \
+        groups = row_groups(path)
+        tables = [pq.ParquetFile(group.path).read_row_group(group.index, columns=SMALL_COLUMNS) for group in groups]
+    except (OSError, pa.ArrowInvalid) as error:  # a missing folder, an unreadable file, a missing column
+        raise DataStoreError(f"{path}: not a readable data store split ({error}); re-run prep_petastorm_data.py") \
             from error
-    pieces = dataset_metadata.load_row_groups(dataset)
-    tables = [piece.read(columns=SMALL_COLUMNS) for piece in pieces]
     sizes = [table.num_rows for table in tables]
     if sum(sizes) == 0:
         raise DataStoreError(f"{path} holds no rows; re-run prep_petastorm_data.py on data with windows")
     columns = {name: np.concatenate([table.column(name).to_numpy(zero_copy_only=False) for table in tables])
                for name in SMALL_COLUMNS}
-    return SplitInfo(path, sum(sizes), len(pieces), columns, sizes)
+    return SplitInfo(path, sum(sizes), len(groups), columns, sizes)
 
 
 def read_store(store: str) -> tuple[dict, SplitInfo, SplitInfo]:

@@ -10,19 +10,20 @@ and a path inside it (:func:`resolve`): plain paths and ``file://`` on a shared 
 """
 import json
 import math
+import pickle
 import random
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
-from itertools import repeat
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from chap_mop.errors import InputError
 from chap_mop.h5_format import DAY_FILE_SUFFIX, BadDayFileError, read_day_file
-from chap_mop.schema import MANIFEST_NAME, encode_windows
+from chap_mop.schema import (MANIFEST_NAME, ROW_BYTES, ROW_GROUPS_PER_FILE_KEY, UNISCHEMA_KEY, WINDOW_ARROW_SCHEMA,
+                             WindowSchema, window_table)
 
 STAGING_PREFIX = ".incomplete-"  # hidden, so readers of the output folder never take it for data
 # Written into the output folder before anything else: the folder holds a store this project writes,
@@ -171,23 +172,70 @@ def plan_split(name: str, folder: str, subjects: list[str], rows: dict[str, int]
     return SplitPlan(name, folder, subjects, split_rows, files, cap)
 
 
-def window_rows(fs: pafs.FileSystem, files: Iterator[list[tuple[str, str]]]) -> Iterator[tuple]:
-    """*Executor side*, for ``mapPartitions``: the windows of the listed day files, in the order given.
+@dataclass(frozen=True)
+class FileTask:
+    """One Parquet file that one Spark task writes: its day files, in order, and its row-group size.
 
-    Each day file is read once, whole, and encoded in bulk; only the hand-over to Spark is per
-    row, because Spark's Arrow hand-over (``mapInArrow``) needs pyarrow >= 18 and Petastorm
-    needs pyarrow < 15.
-
-    :param files: lists of ``(subject, day file path)``; a partition holds one list.
-    :return: ``(id, time, data, non_wear, sleeping, label)`` rows in WindowSchema's field order:
-        str, int (s), ``.npy`` bytes of a (100, 3) float32 array, int, int, int.
+    :param dataset: the dataset folder (a path inside the output file system).
+    :param index: the file's number, which orders it among the dataset's files.
+    :param day_files: ``(subject, day file path)`` pairs, subject by subject, days by name.
+    :param rows: the rows pass 1 counted in them.
+    :param rows_per_row_group: rows of every row group but the file's last.
     """
-    for day_files in files:
-        for subject, path in day_files:
-            with fs.open_input_file(path) as file:
-                day = read_day_file(file, name=path)
-            yield from zip(repeat(subject), day["time"].tolist(), encode_windows(day["data"]).to_pylist(),
-                           day["non_wear"].tolist(), day["sleeping"].tolist(), day["label"].tolist())
+    dataset: str
+    index: int
+    day_files: list[tuple[str, str]]
+    rows: int
+    rows_per_row_group: int
+
+    @property
+    def name(self) -> str:
+        return f"part-{self.index:05d}.parquet"
+
+
+def rows_per_row_group(row_group_size_mb: int, max_rows: int | None) -> int:
+    """Rows in a row group of at most ``row_group_size_mb`` MiB (uncompressed) and ``max_rows``."""
+    by_size = max(1, row_group_size_mb * 2 ** 20 // ROW_BYTES)
+    return min(by_size, max_rows) if max_rows else by_size
+
+
+def write_parquet_file(in_fs: pafs.FileSystem, out_fs: pafs.FileSystem, task: FileTask) -> tuple[str, str, int, int]:
+    """*Executor side*: read the task's day files, each once and whole, and write them as one Parquet file.
+
+    Columns go straight from each day file's arrays to pyarrow (no window is ever a Python or JVM
+    row); rows are buffered only until a full row group can be written, so memory stays at about a
+    row group and a day file whatever the file's size.
+
+    :return: ``(dataset folder, file name, row groups, rows)``.
+    """
+    path = f"{task.dataset}/{task.name}"
+    pending, pending_rows = [], 0
+    with out_fs.open_output_stream(path) as sink, \
+            pq.ParquetWriter(sink, WINDOW_ARROW_SCHEMA, use_dictionary=["id"]) as writer:
+        for subject, day_file in task.day_files:
+            with in_fs.open_input_file(day_file) as file:
+                pending.append(window_table(subject, read_day_file(file, name=day_file)))
+            pending_rows += pending[-1].num_rows
+            while pending_rows >= task.rows_per_row_group:
+                buffered = pa.concat_tables(pending)
+                writer.write_table(buffered.slice(0, task.rows_per_row_group), row_group_size=task.rows_per_row_group)
+                pending = [buffered.slice(task.rows_per_row_group)]
+                pending_rows -= task.rows_per_row_group
+        if pending_rows:
+            writer.write_table(pa.concat_tables(pending), row_group_size=task.rows_per_row_group)
+    with out_fs.open_input_file(path) as file:
+        footer = pq.read_metadata(file)
+    return task.dataset, task.name, footer.num_row_groups, footer.num_rows
+
+
+def write_petastorm_metadata(fs: pafs.FileSystem, dataset: str, row_groups_per_file: dict[str, int]) -> None:
+    """Write the dataset's ``_common_metadata``, which makes its Parquet files a Petastorm dataset:
+    the schema, the pickled :data:`WindowSchema` and the row groups of each file."""
+    schema = WINDOW_ARROW_SCHEMA.with_metadata({
+        UNISCHEMA_KEY: pickle.dumps(WindowSchema),
+        ROW_GROUPS_PER_FILE_KEY: json.dumps(row_groups_per_file).encode()})
+    with fs.open_output_stream(f"{dataset}/_common_metadata") as out:
+        pq.write_metadata(schema, out)
 
 
 def parquet_files(fs: pafs.FileSystem, dataset: str) -> list[str]:

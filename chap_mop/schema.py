@@ -26,6 +26,11 @@ AXES = 3  # X, Y, Z acceleration, g
 WINDOW_SECONDS = 10
 WINDOWS_PER_MINUTE = 60 // WINDOW_SECONDS
 
+# Petastorm's keys in a dataset's ``_common_metadata``: the pickled Unischema, and the row groups of
+# each file, which Petastorm's readers use instead of reading every footer.
+UNISCHEMA_KEY = b"dataset-toolkit.unischema.v1"
+ROW_GROUPS_PER_FILE_KEY = b"dataset-toolkit.num_row_groups_per_file.v1"
+
 WindowSchema = Unischema("WindowSchema", [
     UnischemaField("id", np.str_, (), ScalarCodec(StringType()), False),
     UnischemaField("time", np.int64, (), ScalarCodec(LongType()), False),
@@ -33,6 +38,13 @@ WindowSchema = Unischema("WindowSchema", [
     UnischemaField("non_wear", np.int32, (), ScalarCodec(IntegerType()), False),
     UnischemaField("sleeping", np.int32, (), ScalarCodec(IntegerType()), False),
     UnischemaField("label", np.int32, (), ScalarCodec(IntegerType()), False),
+])
+
+# The Parquet columns of WindowSchema, as prep writes them (``data``: NdarrayCodec's .npy bytes).
+WINDOW_ARROW_SCHEMA = pa.schema([
+    pa.field("id", pa.string(), False), pa.field("time", pa.int64(), False), pa.field("data", pa.binary(), False),
+    pa.field("non_wear", pa.int32(), False), pa.field("sleeping", pa.int32(), False),
+    pa.field("label", pa.int32(), False),
 ])
 
 
@@ -45,7 +57,10 @@ def _npy_header(shape: tuple[int, ...], dtype: np.dtype) -> bytes:
     return buffer.getvalue()
 
 
-_DATA_HEADER = np.frombuffer(_npy_header((SAMPLES_PER_WINDOW, AXES), np.float32), dtype=np.uint8)
+DATA_HEADER = np.frombuffer(_npy_header((SAMPLES_PER_WINDOW, AXES), np.float32), dtype=np.uint8)
+# Uncompressed bytes of one row but its subject id: the .npy header and 1,200 bytes of data, a
+# 4-byte offset, time and the three flags.
+ROW_BYTES = DATA_HEADER.size + SAMPLES_PER_WINDOW * AXES * 4 + 4 + 8 + 3 * 4
 
 
 def encode_windows(data: np.ndarray) -> pa.BinaryArray:
@@ -56,8 +71,21 @@ def encode_windows(data: np.ndarray) -> pa.BinaryArray:
         array, byte for byte what ``NdarrayCodec.encode`` gives for the same window.
     """
     rows = np.ascontiguousarray(data, dtype="<f4").reshape(len(data), SAMPLES_PER_WINDOW * AXES).view(np.uint8)
-    header = np.broadcast_to(_DATA_HEADER, (len(data), _DATA_HEADER.size))
+    header = np.broadcast_to(DATA_HEADER, (len(data), DATA_HEADER.size))
     encoded = np.concatenate([header, rows], axis=1)
     offsets = np.arange(len(data) + 1, dtype=np.int32) * encoded.shape[1]
     return pa.BinaryArray.from_buffers(
         pa.binary(), len(data), [None, pa.py_buffer(offsets), pa.py_buffer(encoded.ravel())])
+
+
+def window_table(subject: str, day: dict[str, np.ndarray]) -> pa.Table:
+    """One day file's windows as Parquet columns of :data:`WINDOW_ARROW_SCHEMA`.
+
+    :param day: ``time`` (N,) int64 s, ``data`` (N, 100, 3) g, ``non_wear``, ``sleeping``, ``label``
+        (N,) int32, as :func:`chap_mop.h5_format.read_day_file` returns them.
+    """
+    rows = len(day["time"])
+    return pa.Table.from_arrays([pa.repeat(pa.scalar(subject, pa.string()), rows),
+                                 pa.array(day["time"], pa.int64()), encode_windows(day["data"]),
+                                 *(pa.array(day[name], pa.int32()) for name in ("non_wear", "sleeping", "label"))],
+                                schema=WINDOW_ARROW_SCHEMA)

@@ -9,10 +9,10 @@ Rules (DeepPostures' own training, docs section 3), for a window size of ``W`` m
   shorter than ``T`` is dropped.
 
 :func:`count_sequences` applies the rules in NumPy (the driver's count before training);
-:func:`make_transformation_fn` applies them in tf.data inside cerebro's ``transformation_fn``,
-so each worker builds sequences from its own partition while it streams it.
+:func:`cut_sequences` applies them to a worker's row groups, also in NumPy, and
+:func:`make_transformation_fn` feeds its sequences to Keras through tf.data.
 """
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 import tensorflow as tf
@@ -20,9 +20,6 @@ import tensorflow as tf
 from chap_mop.schema import AXES, SAMPLES_PER_WINDOW, WINDOW_SECONDS, WINDOWS_PER_MINUTE
 
 FIELDS = ("id", "time", "data", "non_wear", "sleeping", "label")
-# Rows are gathered into blocks before the vectorised run search; a run that reaches the end
-# of a block is carried into the next one, so the block size changes speed, never results.
-DEFAULT_BLOCK_ROWS = 2048
 
 
 def sequence_length(win_size_minutes: int) -> int:
@@ -44,66 +41,81 @@ def count_sequences(ids: np.ndarray, time: np.ndarray, non_wear: np.ndarray, sle
     :param ids: (N,) subject ids.  :param time: (N,) int64 window start, s.
     :param non_wear: (N,) 0/1.  :param sleeping: (N,) 0/1.  :param label: (N,) -1/0/1.
     """
+    return len(sequence_starts(ids, time, non_wear, sleeping, label, seq_len)[0])
+
+
+def sequence_starts(ids: np.ndarray, time: np.ndarray, non_wear: np.ndarray, sleeping: np.ndarray,
+                    label: np.ndarray, seq_len: int) -> tuple[np.ndarray, int]:
+    """Where every full sequence starts in one ordered stream of rows, and where its open end begins.
+
+    A run is a contiguous range of valid rows, so sequence ``k`` of a run starting at row ``s`` is
+    rows ``s + k T`` to ``s + (k + 1) T - 1``.
+
+    :return: (sequences,) int64 start rows, and the first row of the last run's incomplete tail when
+        the stream ends inside a run (it may continue in the rows that follow), else ``len(rows)``.
+    """
     valid = (np.asarray(non_wear) == 0) & (np.asarray(sleeping) == 0) & (np.asarray(label) >= 0)
-    starts = np.flatnonzero(run_starts(np.asarray(ids), np.asarray(time), valid))
-    if len(starts) == 0:
-        return 0
-    valid_before = np.concatenate([[0], np.cumsum(valid)])
-    ends = np.append(starts[1:], len(valid))
-    run_lengths = valid_before[ends] - valid_before[starts]  # valid rows from a start to the next
-    return int(np.sum(run_lengths // seq_len))
+    first = run_starts(np.asarray(ids), np.asarray(time), valid)
+    last = valid & ~np.append(valid[1:] & ~first[1:], False)  # valid rows the next row does not continue
+    run_first, run_last = np.flatnonzero(first), np.flatnonzero(last)
+    per_run = (run_last - run_first + 1) // seq_len
+    offsets = np.arange(per_run.sum()) - np.repeat(np.cumsum(per_run) - per_run, per_run)
+    starts = np.repeat(run_first, per_run) + offsets * seq_len
+    tail = len(valid)
+    if len(valid) and valid[-1]:
+        tail = int(run_first[-1] + per_run[-1] * seq_len)
+    return starts, tail
 
 
-def make_transformation_fn(seq_len: int, block_rows: int = DEFAULT_BLOCK_ROWS, shuffle_buffer: int = 0
-                           ) -> Callable[[tf.data.Dataset], tf.data.Dataset]:
-    """cerebro ``transformation_fn`` turning a stream of Petastorm rows into CHAP sequences.
+def cut_sequences(blocks: Iterable[dict[str, np.ndarray]], seq_len: int
+                  ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The sequences of a stream of row blocks (e.g. a worker's row groups), in order, vectorised.
+
+    A run still open at the end of a block goes on into the next one, as if the blocks were one
+    stream: its tail (fewer than T rows) is carried, and only the sequences that start in it are
+    gathered from a joined copy.
+
+    :param blocks: dicts of :data:`FIELDS` columns, ``data`` (rows, 100, 3) float32 g.
+    :return: per block, data (k, T, 100, 3, 1) float32 g and labels (k, T) int32.
+    """
+    window = np.arange(seq_len)
+    small_fields = [name for name in FIELDS if name != "data"]
+    carry = {"time": np.zeros(0)}
+    for block in blocks:
+        n_carry = len(carry["time"])
+        small = {name: np.concatenate([carry[name], block[name]]) if n_carry else block[name] for name in small_fields}
+        starts, tail = sequence_starts(*(small[name] for name in small_fields), seq_len)
+        in_carry = int(np.searchsorted(starts, n_carry))
+        data = block["data"][(starts[in_carry:] - n_carry)[:, None] + window]
+        if in_carry:
+            joined = np.concatenate([carry["data"], block["data"][:seq_len]])
+            data = np.concatenate([joined[starts[:in_carry, None] + window], data])
+        yield data[..., None], small["label"][starts[:, None] + window]
+        carry_data = block["data"][tail - n_carry:] if tail >= n_carry else \
+            np.concatenate([carry["data"][tail:], block["data"]])  # a run through the whole block
+        carry = {**{name: values[tail:] for name, values in small.items()}, "data": carry_data}
+
+
+def make_transformation_fn(seq_len: int, shuffle_buffer: int = 0) -> Callable[["ShardReader"], tf.data.Dataset]:
+    """cerebro ``transformation_fn`` turning a worker's shard into a tf.data pipeline of CHAP sequences.
+
+    The shard's row groups are read and cut by :func:`cut_sequences` in a tf.data generator (NumPy,
+    no per-row work), one element per sequence; cerebro's dataset function batches and prefetches
+    them, so reading overlaps training.
 
     :param seq_len: Windows per sequence, ``T``.
-    :param block_rows: Rows per vectorised block (a speed setting only).
-    :param shuffle_buffer: Sequences held to shuffle their order (0: keep time order). cerebro
-        reads each partition in order, so without it a batch holds one subject's consecutive
-        sequences.
-    :return: A function mapping a dataset of rows (``id``, ``time``, ``data`` (100, 3) float32 g,
-        ``non_wear``, ``sleeping``, ``label``) to a dataset of
-        ``{"data": (T, 100, 3, 1) float32, "label": (T,) int32}``, one element per sequence.
+    :param shuffle_buffer: Sequences held to shuffle their order (0: keep time order). A shard is
+        read in order, so without it a batch holds one subject's consecutive sequences.
+    :return: A function from a :class:`chap_mop.shard_reader.ShardReader` to a dataset of
+        ``{"data": (T, 100, 3, 1) float32, "label": (T,) int32}``.
     """
-    def transform(rows: tf.data.Dataset) -> tf.data.Dataset:
-        blocks = rows.map(lambda row: {name: getattr(row, name) for name in FIELDS}).batch(block_rows)
-        empty_carry = {
-            "id": tf.zeros([0], tf.string), "time": tf.zeros([0], tf.int64),
-            "data": tf.zeros([0, SAMPLES_PER_WINDOW, AXES], tf.float32),
-            "non_wear": tf.zeros([0], tf.int32), "sleeping": tf.zeros([0], tf.int32),
-            "label": tf.zeros([0], tf.int32),
-        }
-        sequences = blocks.scan(empty_carry, lambda carry, block: _cut_block(carry, block, seq_len)).unbatch()
+    signature = (tf.TensorSpec((None, seq_len, SAMPLES_PER_WINDOW, AXES, 1), tf.float32),
+                 tf.TensorSpec((None, seq_len), tf.int32))
+
+    def transform(reader) -> tf.data.Dataset:
+        blocks = tf.data.Dataset.from_generator(lambda: cut_sequences(reader.read(), seq_len),
+                                                output_signature=signature)
+        sequences = blocks.unbatch().map(lambda data, label: {"data": data, "label": label})
         return sequences.shuffle(shuffle_buffer) if shuffle_buffer else sequences
 
     return transform
-
-
-def _cut_block(carry: dict, block: dict, seq_len: int) -> tuple[dict, dict]:
-    """One scan step: (open run carried from earlier blocks + this block) -> (new carry, sequences)."""
-    rows = {name: tf.concat([carry[name], block[name]], axis=0) for name in FIELDS}
-    valid = (rows["non_wear"] == 0) & (rows["sleeping"] == 0) & (rows["label"] >= 0)
-    continues = tf.concat([[False], valid[:-1] & tf.equal(rows["id"][1:], rows["id"][:-1])
-                           & tf.equal(rows["time"][1:] - rows["time"][:-1], WINDOW_SECONDS)], axis=0)
-    starts = valid & ~continues
-
-    valid_index = tf.where(valid)[:, 0]  # positions of valid rows in ``rows``
-    run_of_valid = tf.cumsum(tf.cast(tf.gather(starts, valid_index), tf.int32)) - 1
-    num_runs = tf.reduce_sum(tf.cast(starts, tf.int32))
-    run_first = tf.math.unsorted_segment_min(tf.range(tf.size(valid_index)), run_of_valid, num_runs)
-    run_length = tf.math.unsorted_segment_sum(tf.ones_like(run_of_valid), run_of_valid, num_runs)
-    position = tf.range(tf.size(valid_index)) - tf.gather(run_first, run_of_valid)
-    complete = (position // seq_len + 1) * seq_len <= tf.gather(run_length, run_of_valid)
-    # The last run is still open when the block ends on a valid row: keep its tail for the next block.
-    open_run = tf.logical_and(valid[-1], tf.equal(run_of_valid, num_runs - 1))
-    keep = tf.boolean_mask(valid_index, complete)
-    carried = tf.boolean_mask(valid_index, open_run & ~complete)
-
-    new_carry = {name: tf.gather(rows[name], carried) for name in FIELDS}
-    sequences = {
-        "data": tf.reshape(tf.gather(rows["data"], keep), [-1, seq_len, SAMPLES_PER_WINDOW, AXES, 1]),
-        "label": tf.reshape(tf.gather(rows["label"], keep), [-1, seq_len]),
-    }
-    return new_carry, sequences

@@ -33,16 +33,20 @@ PARTITIONS = 3
 T0 = 1_600_000_000  # s since the epoch
 
 
-def write_subject(root: Path, name: str, day_rows: list[int], seed: int = 0) -> Path:
-    """A subject folder with one day file per entry of ``day_rows`` (windows 10 s apart throughout)."""
+def write_subject(root: Path, name: str, day_rows: list[int], seed: int = 0, narrow: bool = False) -> Path:
+    """A subject folder with one day file per entry of ``day_rows`` (windows 10 s apart throughout).
+
+    :param narrow: float32 data and int32 flags and labels, as other DeepPostures versions write.
+    """
     rng = np.random.default_rng(seed)
+    flags, floats = (np.int32, np.float32) if narrow else (np.int64, np.float64)
     folder = root / name
     folder.mkdir(parents=True)
     start = T0
     for day, n in enumerate(day_rows):
-        write_day_file(str(folder / f"2021-01-{day + 1:02d}.h5"), start + 10.0 * np.arange(n),
-                       rng.normal(size=(n, 100, 3)), rng.integers(0, 2, n), rng.integers(0, 2, n),
-                       rng.integers(-1, 2, n))
+        write_raw(folder / f"2021-01-{day + 1:02d}.h5", time=start + 10.0 * np.arange(n),
+                  data=rng.normal(size=(n, 100, 3)).astype(floats), non_wear=rng.integers(0, 2, n).astype(flags),
+                  sleeping=rng.integers(0, 2, n).astype(flags), label=rng.integers(-1, 2, n).astype(flags))
         start += 10 * n
     return folder
 
@@ -84,6 +88,7 @@ def store(spark, tmp_path_factory):
     write_demo_dataset(input_dir, subjects=3, days=2, hours_per_day=1, seed=0)
     write_subject(input_dir, "big", [2000, 0, 1500], seed=1)
     write_subject(input_dir, "tiny", [7], seed=2)
+    write_subject(input_dir, "narrow", [300, 200], seed=3, narrow=True)
     if FIXTURE_SUBJECT.is_dir():
         shutil.copytree(FIXTURE_SUBJECT, input_dir / FIXTURE_SUBJECT.name)
     write_subject(input_dir, ".hidden_subject", [5])  # hidden entries are not data
@@ -328,15 +333,13 @@ def test_failed_write_leaves_no_manifest_and_no_partial_dataset(spark, store, tm
     output = tmp_path / "out"
     shutil.copytree(store["output"], output)
     old_train = sorted(p.name for p in (output / TRAIN_DIR).iterdir())
-    real_write_split, written = script.write_split, []
+    real_write_splits = script.write_splits
 
-    def fail_on_second_split(*args):
-        if written:
-            raise OSError("disk full")
-        real_write_split(*args)
-        written.append(args)
+    def write_then_fail(*args):
+        real_write_splits(*args)  # both splits complete in the staging folder, then the disk fills
+        raise OSError("disk full")
 
-    monkeypatch.setattr(script, "write_split", fail_on_second_split)
+    monkeypatch.setattr(script, "write_splits", write_then_fail)
     with contextlib.redirect_stdout(io.StringIO()), pytest.raises(OSError, match="disk full"):
         script.prepare(spark, str(store["input"]), str(output), 0.7, SEED + 1, 2, 64)
     assert sorted(p.name for p in output.iterdir()) == [prep.STORE_MARKER, TRAIN_DIR, VAL_DIR]

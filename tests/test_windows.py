@@ -1,16 +1,11 @@
-"""Sequences built in tf.data match an independent count in plain Python, for 7- and 9-minute windows."""
-import collections
-
+"""Sequences cut from blocks of rows match an independent walk in plain Python, for 7- and 9-minute
+windows, whatever the block boundaries; the tf.data pipeline delivers them all."""
 import numpy as np
 import pytest
 
 from chap_mop import cerebro_compat  # noqa: F401  (environment before TensorFlow)
 from chap_mop.demo_data import generate_subject
-from chap_mop.windows import count_sequences, make_transformation_fn, sequence_length
-
-import tensorflow as tf  # noqa: E402
-
-Row = collections.namedtuple("Row", ["id", "time", "data", "non_wear", "sleeping", "label"])
+from chap_mop.windows import FIELDS, count_sequences, cut_sequences, make_transformation_fn, sequence_length
 
 
 def reference_sequences(ids, time, non_wear, sleeping, label, seq_len):
@@ -47,32 +42,46 @@ def stream():
     return rows
 
 
-def as_dataset(rows):
-    return tf.data.Dataset.from_tensor_slices({name: rows[name] for name in Row._fields}).map(lambda r: Row(**r))
+class Blocks:
+    """Rows handed out in blocks of ``size``, as a worker's reader hands out row groups."""
+
+    def __init__(self, rows: dict, size: int):
+        self.rows, self.size = rows, size
+
+    def read(self):
+        for start in range(0, len(self.rows["time"]), self.size):
+            yield {name: self.rows[name][start:start + self.size] for name in FIELDS}
+
+
+def cut(rows: dict, seq_len: int, block_size: int) -> tuple[np.ndarray, np.ndarray]:
+    parts = list(cut_sequences(Blocks(rows, block_size).read(), seq_len))
+    return np.concatenate([data for data, _ in parts]), np.concatenate([label for _, label in parts])
 
 
 @pytest.mark.parametrize("win_size", [7, 9])
-def test_tf_sequences_match_independent_count(stream, win_size):
+def test_sequences_match_independent_count(stream, win_size):
     seq_len = sequence_length(win_size)
     small = {name: stream[name] for name in ("id", "time", "non_wear", "sleeping", "label")}
     expected_starts = reference_sequences(*small.values(), seq_len)
     assert len(expected_starts) > 20
     assert count_sequences(*small.values(), seq_len) == len(expected_starts)
 
-    produced = list(make_transformation_fn(seq_len, block_rows=500)(as_dataset(stream)).as_numpy_iterator())
-    assert len(produced) == len(expected_starts)
-    for sequence, start in zip(produced, expected_starts):
-        assert sequence["data"].shape == (seq_len, 100, 3, 1) and sequence["label"].shape == (seq_len,)
-        np.testing.assert_array_equal(sequence["data"][..., 0], stream["data"][start:start + seq_len])
-        np.testing.assert_array_equal(sequence["label"], stream["label"][start:start + seq_len])
+    data, label = cut(stream, seq_len, block_size=500)
+    assert data.shape == (len(expected_starts), seq_len, 100, 3, 1) and label.shape == (len(expected_starts), seq_len)
+    for sequence, labels, start in zip(data, label, expected_starts):
+        np.testing.assert_array_equal(sequence[..., 0], stream["data"][start:start + seq_len])
+        np.testing.assert_array_equal(labels, stream["label"][start:start + seq_len])
 
 
-def test_block_size_changes_nothing(stream):
+def test_block_boundaries_change_nothing(stream):
     seq_len = sequence_length(7)
     head = {name: values[:6000] for name, values in stream.items()}
-    counts = {block: sum(1 for _ in make_transformation_fn(seq_len, block)(as_dataset(head)))
-              for block in (7, 64, 4096)}
-    assert len(set(counts.values())) == 1 and counts[7] > 0
+    whole = cut(head, seq_len, block_size=6000)
+    assert len(whole[0]) > 0
+    for block_size in (1, 7, seq_len - 1, seq_len, 64, 4096):
+        data, label = cut(head, seq_len, block_size)
+        np.testing.assert_array_equal(data, whole[0])
+        np.testing.assert_array_equal(label, whole[1])
 
 
 def test_rules_on_a_hand_made_stream():
@@ -89,11 +98,13 @@ def test_rules_on_a_hand_made_stream():
     assert count_sequences(ids, time, zeros, asleep, label, seq_len) == 1
 
 
-def test_shuffle_keeps_every_sequence(stream):
+def test_pipeline_delivers_every_sequence_shuffled(stream):
     seq_len = sequence_length(7)
-    head = {name: values[:8000] for name, values in stream.items()}
+    head = Blocks({name: values[:8000] for name, values in stream.items()}, 1000)
     in_order = [s["label"].tobytes() + s["data"].tobytes()
-                for s in make_transformation_fn(seq_len)(as_dataset(head)).as_numpy_iterator()]
+                for s in make_transformation_fn(seq_len)(head).as_numpy_iterator()]
     shuffled = [s["label"].tobytes() + s["data"].tobytes()
-                for s in make_transformation_fn(seq_len, shuffle_buffer=16)(as_dataset(head)).as_numpy_iterator()]
+                for s in make_transformation_fn(seq_len, shuffle_buffer=16)(head).as_numpy_iterator()]
+    data, label = cut(head.rows, seq_len, 1000)
+    assert in_order == [l.tobytes() + d.tobytes() for d, l in zip(data, label)]
     assert sorted(shuffled) == sorted(in_order) and shuffled != in_order

@@ -6,6 +6,7 @@ cerebro needs (Keras 2 as ``tf.keras``) and applies every patch once:
 * :mod:`.stack`       fixes for today's TensorFlow, Keras 2 and NumPy, the polling period, bind address;
 * :mod:`.selection`   what a search means: metric direction, random draws, TPE, run ids, epoch hooks;
 * :mod:`.faults`      a lost worker ends the run with one clear error; clean teardown;
+* :mod:`.data_path`   workers read their shard with :mod:`chap_mop.shard_reader`, not Petastorm;
 * :mod:`.resumable`   grid, random and TPE searches that save every epoch and resume (subclasses,
   not patches).
 
@@ -19,7 +20,7 @@ from chap_mop import runtime_env
 # Before TensorFlow is imported anywhere: cerebro needs Keras 2 (tf-keras) as tf.keras.
 runtime_env.apply_to_driver()
 
-from chap_mop.cerebro_compat import faults, selection, stack  # noqa: E402
+from chap_mop.cerebro_compat import data_path, faults, selection, stack  # noqa: E402
 from chap_mop.cerebro_compat.faults import _WORKER_JOBS, WorkerLostError  # noqa: E402,F401
 from chap_mop.cerebro_compat.selection import TENSORBOARD_SUBDIR, is_larger_better  # noqa: E402,F401
 from chap_mop.cerebro_compat.stack import DEFAULT_POLLING_PERIOD_S  # noqa: E402,F401
@@ -50,6 +51,7 @@ def apply_patches() -> None:
     selection.patch_tpe_direction()
     faults.patch_clean_shutdown()
     faults.patch_worker_loss()
+    data_path.patch_data_path()
 
 
 apply_patches()

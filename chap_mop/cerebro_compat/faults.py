@@ -12,6 +12,8 @@ from typing import Any
 
 from py4j.protocol import Py4JError, Py4JJavaError
 
+from chap_mop.cerebro_compat.stack import limit_tf_threads_to_task_cpus
+
 WORKER_SHUTDOWN_TIMEOUT_S = 60.0
 # How long a failed call to a worker waits for Spark to say why (an executor's loss is noticed at
 # once; a host that stopped answering only after Spark's network timeout, 120 s by default).
@@ -124,8 +126,10 @@ def _run_worker_task(mapper, partition):
     """*Executor side*: run cerebro's worker task ``mapper`` in a Python that has applied every patch.
 
     cloudpickle ships this function by reference, so unpickling it imports this package on the
-    executor and applies the patches there too (e.g. ``stack.patch_service_bind_address``).
+    executor and applies the patches there too (e.g. ``stack.patch_service_bind_address``), and it
+    sizes TensorFlow's threads to the task's cores before any sub-epoch runs.
     """
+    limit_tf_threads_to_task_cpus()
     return mapper(partition)
 
 
