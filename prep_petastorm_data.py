@@ -28,6 +28,7 @@ from pyspark.sql import SparkSession
 
 from chap_mop import prep
 from chap_mop.errors import InputError
+from chap_mop.petastorm_metadata import write_petastorm_metadata
 from chap_mop.schema import TRAIN_DIR, VAL_DIR
 from chap_mop.spark_session import start_spark
 
@@ -82,7 +83,7 @@ def write_splits(spark: SparkSession, in_fs: pafs.FileSystem, out_fs: pafs.FileS
                .map(partial(prep.write_parquet_file, in_fs, out_fs)).collect())
     for plan in plans:
         dataset = f"{staging}/{plan.folder}"
-        prep.write_petastorm_metadata(out_fs, dataset, {name: groups for folder, name, groups, _ in written
+        write_petastorm_metadata(out_fs, dataset, {name: groups for folder, name, groups, _ in written
                                                         if folder == dataset})
 
 
@@ -105,6 +106,8 @@ def prepare(spark: SparkSession, input_url: str, output_url: str, train_fraction
     staging = prep.unmark_store(out_fs, out_root)
 
     day_files, rows, skipped = check_inputs(spark, in_fs, in_root, skip_bad_files)
+    print(f"pass 1: {sum(rows.values())} windows in {sum(map(len, day_files.values()))} usable day files, "
+          f"{time.monotonic() - started:.1f} s")
     for problem in skipped:
         print(f"skipped {problem}")
     train, val = prep.split_subjects(list(day_files), train_fraction, seed)
@@ -112,7 +115,10 @@ def prepare(spark: SparkSession, input_url: str, output_url: str, train_fraction
              prep.plan_split("validation", VAL_DIR, val, rows, partitions)]
 
     try:
+        writing = time.monotonic()
         write_splits(spark, in_fs, out_fs, plans, day_files, f"{out_root}/{staging}", row_group_size_mb)
+        print(f"pass 2: wrote {sum(len(plan.files) for plan in plans)} Parquet files in "
+              f"{time.monotonic() - writing:.1f} s")
         for plan in plans:
             prep.delete_if_exists(out_fs, f"{out_root}/{plan.folder}")
             out_fs.move(f"{out_root}/{staging}/{plan.folder}", f"{out_root}/{plan.folder}")

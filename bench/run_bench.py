@@ -35,7 +35,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -43,7 +42,7 @@ from chap_mop import prep
 from chap_mop.cerebro_compat import DEFAULT_POLLING_PERIOD_S
 from chap_mop.demo_data import write_demo_dataset
 from chap_mop.h5_format import read_day_file
-from chap_mop.schema import MANIFEST_NAME, TRAIN_DIR, VAL_DIR, encode_windows
+from chap_mop.schema import MANIFEST_NAME, TRAIN_DIR, VAL_DIR, WINDOW_ARROW_SCHEMA, window_table
 from chap_mop.windows import sequence_length
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -57,11 +56,6 @@ STOCK_POLLING_PERIOD_S = 2.0  # cerebro-dl's own polling period
 DEFAULT_GRID = {"lr": [1e-4], "l2_reg": [1e-3, 1e-4], "win_size": [7], "amp_factor": [1, 2]}
 DEFAULT_MODEL = {"win_size": 7, "amp_factor": 2, "l2_reg": 1e-4, "lr": 1e-4}  # the training step of stage 2
 SEARCH_BATCH_SIZE = 128  # model_selection.py's default sequences per step
-
-# pyarrow's twin of WindowSchema.as_spark_schema(): what Spark writes for the same rows.
-ARROW_SCHEMA = pa.schema([pa.field("id", pa.string(), False), pa.field("time", pa.int64(), False),
-                          pa.field("data", pa.binary(), False), pa.field("non_wear", pa.int32(), False),
-                          pa.field("sleeping", pa.int32(), False), pa.field("label", pa.int32(), False)])
 
 PREP_LINE = re.compile(r"wrote \d+ subjects, (\d+) windows to \S+ in ([\d.]+) s")
 CEREBRO_EPOCH = re.compile(r"Starting EPOCH (Training|Validation)")
@@ -153,7 +147,7 @@ def make_data(out: Path, subjects: int, days: int, hours: float, seed: int) -> d
 
 # Stage 1 ----------------------------------------------------------------------------------------------
 
-def prep_with_spark(h5_dir: Path, store: Path, partitions: int) -> dict:
+def prep_with_spark(h5_dir: Path, store: Path, partitions: int, log: str = "prep_spark") -> dict:
     """Run ``prep_petastorm_data.py`` on local Spark with every core.
 
     :return: windows written, wall-clock s of the command (Spark start-up included) and the job's
@@ -162,27 +156,20 @@ def prep_with_spark(h5_dir: Path, store: Path, partitions: int) -> dict:
     wall_s, lines = run_command([sys.executable, "prep_petastorm_data.py", "--master", "local[*]",
                                  "--input", str(h5_dir), "--output", str(store), "--partitions", str(partitions),
                                  "--train-fraction", str(TRAIN_FRACTION), "--seed", str(SPLIT_SEED)],
-                                WORK / "prep_spark.log")
+                                WORK / f"{log}.log")
     found = [m for m in map(PREP_LINE.search, (line.text for line in lines)) if m]
     if not found:
         raise BenchError(f"prep_petastorm_data.py printed no 'wrote ... windows ... in ... s' line; see "
-                         f"{WORK / 'prep_spark.log'}")
+                         f"{WORK / f'{log}.log'}")
     return {"windows": int(found[-1].group(1)), "wall_s": wall_s, "job_s": float(found[-1].group(2))}
-
-
-def day_table(subject: str, day: dict) -> pa.Table:
-    """One day file's windows as the rows Spark writes: WindowSchema columns, ``data`` as .npy bytes."""
-    n = len(day["time"])
-    return pa.Table.from_arrays([pa.array([subject] * n, pa.string()), pa.array(day["time"]),
-                                 encode_windows(day["data"]), pa.array(day["non_wear"]),
-                                 pa.array(day["sleeping"]), pa.array(day["label"])], schema=ARROW_SCHEMA)
 
 
 def prep_baseline(h5_dir: Path, out: Path, partitions: int) -> tuple[float, float]:
     """The same conversion in one process with pyarrow alone: same passes, split, files and rows.
 
     Pass 1 counts rows (without reading ``data``) to plan the files, as the Spark job does;
-    pass 2 reads every day file whole and writes one row group per day file.
+    pass 2 reads every day file whole and writes one row group per day file, with the same
+    columns and Parquet settings as prep's executors.
 
     :return: seconds of both passes together, and of those the seconds spent reading day files whole.
     """
@@ -198,25 +185,15 @@ def prep_baseline(h5_dir: Path, out: Path, partitions: int) -> tuple[float, floa
         plan = prep.plan_split(name, name, subjects, rows, partitions)
         (out / plan.folder).mkdir(parents=True)
         for index, file_subjects in enumerate(plan.files):
-            with pq.ParquetWriter(out / plan.folder / f"part-{index:05d}.parquet", ARROW_SCHEMA) as writer:
+            with pq.ParquetWriter(out / plan.folder / f"part-{index:05d}.parquet", WINDOW_ARROW_SCHEMA,
+                                  use_dictionary=["id"]) as writer:
                 for subject in file_subjects:
                     for path in day_files[subject]:
                         read_started = time.perf_counter()
                         day = read_day_file(path)
                         read_s += time.perf_counter() - read_started
-                        writer.write_table(day_table(subject, day))
+                        writer.write_table(window_table(subject, day))
     return time.perf_counter() - started, read_s
-
-
-def python_row_work(h5_dir: Path) -> float:
-    """Seconds that ``prep.window_rows``, the Python work of Spark's executors, takes in one process for
-    every day file: what is left of the Spark job's time is Spark's own."""
-    fs = pafs.LocalFileSystem()
-    day_files, _ = prep.find_day_files(fs, str(h5_dir))
-    started = time.perf_counter()
-    for _ in prep.window_rows(fs, [[(subject, path) for subject, paths in day_files.items() for path in paths]]):
-        pass
-    return time.perf_counter() - started
 
 
 def check_same_rows(spark_dir: Path, baseline_dir: Path) -> None:
@@ -227,9 +204,26 @@ def check_same_rows(spark_dir: Path, baseline_dir: Path) -> None:
     for spark_split, baseline_split in ((TRAIN_DIR, "train"), (VAL_DIR, "validation")):
         tables = [pq.read_table(path).sort_by([("id", "ascending"), ("time", "ascending")])
                   for path in (spark_dir / spark_split, baseline_dir / baseline_split)]
-        for name in ARROW_SCHEMA.names:
+        for name in WINDOW_ARROW_SCHEMA.names:
             if not tables[0].column(name).equals(tables[1].column(name)):
                 raise BenchError(f"column '{name}' of {spark_split} differs between Spark's and the baseline's rows")
+
+
+FIRST_JOB = """
+import time
+from chap_mop.spark_session import start_spark
+sc = start_spark("local[*]", "first job").sparkContext
+started = time.perf_counter()
+sc.parallelize(range(8), 8).map(lambda x: x).collect()
+print(f"first job {time.perf_counter() - started:.3f} s")
+"""
+
+
+def spark_first_job_s() -> float:
+    """Seconds of a trivial first job in a new Spark session: the start of its Python workers, which
+    the first job of every Spark application pays (prep's pass 1 included)."""
+    _, lines = run_command([sys.executable, "-c", FIRST_JOB], WORK / "spark_first_job.log")
+    return float(next(m for m in map(re.compile(r"first job ([\d.]+) s").search, (line.text for line in lines)) if m).group(1))
 
 
 def stage_prep(h5_dir: Path, store: Path, partitions: int) -> dict:
@@ -241,8 +235,8 @@ def stage_prep(h5_dir: Path, store: Path, partitions: int) -> dict:
     rates = {"spark_wall_windows_per_s": windows / spark["wall_s"], "spark_job_windows_per_s": windows / spark["job_s"],
              "baseline_windows_per_s": windows / baseline_s}
     return {"windows": windows, "spark_wall_s": spark["wall_s"], "spark_job_s": spark["job_s"],
-            "baseline_s": baseline_s, "baseline_read_s": baseline_read_s,
-            "executor_python_s": python_row_work(h5_dir), **rates,
+            "baseline_s": baseline_s, "baseline_read_s": baseline_read_s, "cores": os.cpu_count(),
+            "spark_first_job_s": spark_first_job_s(), **rates,
             "spark_wall_over_baseline": rates["spark_wall_windows_per_s"] / rates["baseline_windows_per_s"],
             "spark_job_over_baseline": rates["spark_job_windows_per_s"] / rates["baseline_windows_per_s"]}
 
@@ -442,9 +436,12 @@ def table_rows(results: dict) -> list[tuple[str, str, str, str]]:
     prep_, pipe, hop, parity = (results[k] for k in ("prep", "input_pipeline", "model_hopper", "accuracy_parity"))
     step = pipe["train_step"]
     rows = [
-        ("1 prep", "Spark local[*], job only (windows/s)", f"{prep_['spark_job_windows_per_s']:,.0f}",
-         f"Spark itself (jobs, tasks, Python workers, JVM writer, Petastorm metadata): the executors' "
-         f"Python work takes {prep_['executor_python_s']:.2f} s of the job's {prep_['spark_job_s']:.1f} s"),
+        ("1 prep", f"Spark local[*], job only, {prep_['windows']:,} windows (windows/s)",
+         f"{prep_['spark_job_windows_per_s']:,.0f}",
+         f"the executors' own work (H5 reading, .npy encoding, Parquet writing) split over {prep_['cores']} "
+         f"cores would take {prep_['baseline_s'] / prep_['cores']:.1f} s of the job's {prep_['spark_job_s']:.1f} s; "
+         f"the rest is Spark's: {prep_['spark_first_job_s']:.1f} s of it the start of its Python workers, which "
+         "the first job of any Spark application pays (a trivial one included), then tasks and the metadata"),
         ("1 prep", "Spark local[*], whole command (windows/s)", f"{prep_['spark_wall_windows_per_s']:,.0f}",
          f"JVM and Spark start-up: {prep_['spark_wall_s'] - prep_['spark_job_s']:.0f} s of "
          f"{prep_['spark_wall_s']:.0f} s"),
@@ -452,10 +449,12 @@ def table_rows(results: dict) -> list[tuple[str, str, str, str]]:
          f"one core; reading the H5 files takes {prep_['baseline_read_s']:.2f} s of {prep_['baseline_s']:.2f} s"),
         ("1 prep", "Spark job / baseline", f"{prep_['spark_job_over_baseline']:.2g}",
          f"whole command: {prep_['spark_wall_over_baseline']:.2g}"),
-        ("2 input", "reader + transformation_fn, 1 worker, warm cache (windows/s)",
-         f"{pipe['pipeline']['warm_windows_per_s']:,.0f}",
-         f"make_reader decodes row by row in Python, 1 reader thread; first (cold) pass "
-         f"{pipe['pipeline']['cold_windows_per_s']:,.0f}"),
+        ("2 input", f"shard reader + transformation_fn, 1 worker of {pipe['pipeline']['shards']}, "
+         f"{pipe['pipeline']['rows']:,} windows, warm (windows/s)", f"{pipe['pipeline']['warm_windows_per_s']:,.0f}",
+         f"one core, the reader's thread and tf.data's sharing it: {pipe['pipeline']['limit']}"),
+        ("2 input", "the same, cold: first pass, files evicted from the page cache (windows/s)",
+         f"{pipe['pipeline']['cold_windows_per_s']:,.0f}",
+         f"reading {pipe['pipeline']['shard_mb']:,.0f} MB from disk, and tf.data's first build"),
         ("2 input", f"training step, amp 2, {step['batch_size']} sequences, 1 thread (windows/s)",
          f"{step['windows_per_s']:,.0f}",
          f"one core: {step['step_s']:.1f} s per step (the first, tracing included: {step['first_step_s']:.1f} s)"),
@@ -514,9 +513,15 @@ def markdown_table(rows: list[tuple[str, str, str, str]]) -> str:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--subjects", type=int, default=12, help="demo subjects (default %(default)s)")
+    parser.add_argument("--subjects", type=int, default=12,
+                        help="demo subjects of stages 3 and 4, the training stages (default %(default)s)")
     parser.add_argument("--days", type=int, default=1, help="recording days per subject (default %(default)s)")
     parser.add_argument("--hours", type=float, default=7.0, help="hours per recording day (default %(default)s)")
+    parser.add_argument("--data-path-subjects", type=int, default=120,
+                        help="demo subjects of stages 1 and 2, the data path (default %(default)s)")
+    parser.add_argument("--data-path-days", type=int, default=2, help="their days (default %(default)s)")
+    parser.add_argument("--data-path-hours", type=float, default=12.0,
+                        help="their hours per day (default %(default)s: 1,036,800 windows)")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the demo data and of every configuration's initial weights (default %(default)s)")
     parser.add_argument("--workers", type=int, default=2, help="cerebro workers (default %(default)s)")
@@ -546,11 +551,15 @@ def main() -> None:
     load = {"start": load_average()}
     results = {"machine": machine(), "settings": vars(args), "load_average": load}
     results["data"] = make_data(WORK / "h5", args.subjects, args.days, args.hours, args.seed)
-    store = WORK / "store"
-    results["prep"] = stage_prep(WORK / "h5", store, args.workers)
+    results["data_path_data"] = make_data(WORK / "h5_large", args.data_path_subjects, args.data_path_days,
+                                          args.data_path_hours, args.seed)
+    large_store, store = WORK / "store_large", WORK / "store"
+    results["prep"] = stage_prep(WORK / "h5_large", large_store, args.workers)
     load["prep"] = load_average()
-    results["input_pipeline"] = stage_input_pipeline(store, args.workers, args.step_batch_size, args.steps)
+    results["input_pipeline"] = stage_input_pipeline(large_store, args.workers, args.step_batch_size, args.steps)
+    shutil.rmtree(large_store)
     load["input_pipeline"] = load_average()
+    prep_with_spark(WORK / "h5", store, args.workers, "prep_training_store")  # the training stages' store
     results["model_hopper"] = stage_model_hopper(store, args.grid, args.workers, args.epochs, args.batch_size,
                                                  args.seed, args.scaling_steps,
                                                  results["input_pipeline"]["pipeline"]["warm_rows_per_s"])

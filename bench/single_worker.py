@@ -12,8 +12,8 @@ script once per measurement instead of importing it. Each sub-command writes one
 """
 import argparse
 import json
+import os
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
@@ -25,18 +25,13 @@ import tensorflow as tf  # noqa: E402
 tf.config.threading.set_intra_op_parallelism_threads(1)
 tf.config.threading.set_inter_op_parallelism_threads(1)
 
-from petastorm import make_reader  # noqa: E402
-from petastorm.tf_utils import make_petastorm_dataset  # noqa: E402
-
 from chap_mop.chap_model import build_chap_model  # noqa: E402
-from chap_mop.data_store import read_split  # noqa: E402
 from chap_mop.metrics import COUNT_METRICS, accuracy_from_counts  # noqa: E402
 from chap_mop.schema import AXES, SAMPLES_PER_WINDOW, TRAIN_DIR, VAL_DIR  # noqa: E402
-from chap_mop.windows import make_transformation_fn, sequence_length  # noqa: E402
-from model_selection import FEATURE_COLUMNS, LABEL_COLUMNS  # noqa: E402
+from chap_mop.shard_reader import ShardReader  # noqa: E402
+from chap_mop.windows import cut_sequences, make_transformation_fn, sequence_length  # noqa: E402
+from model_selection import SHUFFLE_SEQUENCES  # noqa: E402
 
-SCHEMA_FIELDS = FEATURE_COLUMNS + LABEL_COLUMNS  # what cerebro's readers load
-CACHE_SIZE_BYTES = 10 * 2 ** 30  # cerebro's SparkBackend default, disk_cache_size_gb=10
 COLLECT_BATCH = 256  # sequences per tf.data batch when collecting a whole split into memory
 
 
@@ -48,63 +43,55 @@ def compiled_model(win_size: int, amp_factor: int, l2_reg: float, lr: float) -> 
     return model
 
 
-def average_row_bytes(store: str) -> float:
-    """Bytes per row of the train split, as cerebro estimates it for its reader's disk cache."""
-    from cerebro.backend.spark.util import get_simple_meta_from_parquet
-    from cerebro.storage import LocalStore
+def evict(paths: list[str]) -> None:
+    """Drop the files' pages from the page cache, so that the next read comes from disk."""
+    for path in paths:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
 
-    with tempfile.TemporaryDirectory() as runs:
-        local_store = LocalStore(store, runs_path=runs)
-        return get_simple_meta_from_parquet(local_store, SCHEMA_FIELDS, None)[3]
 
-
-def read_passes(reader, transform, batch_size: int, passes: int) -> tuple[list[float], int]:
-    """Read ``reader`` to the end ``passes`` times through ``transform`` and batching, as cerebro does
-    each sub-epoch (a new tf.data pipeline on the same reader, then ``reset``).
-
-    :return: seconds of each pass, sequences per pass.
-    """
-    seconds, sequences = [], 0
-    with reader:
-        for _ in range(passes):
-            started = time.perf_counter()
-            sequences = sum(int(batch["label"].shape[0])
-                            for batch in transform(make_petastorm_dataset(reader)).batch(batch_size))
-            seconds.append(time.perf_counter() - started)
-            reader.reset()
-    return seconds, sequences
+def timed_passes(read_once, passes: int) -> list[float]:
+    seconds = []
+    for _ in range(passes):
+        started = time.perf_counter()
+        read_once()
+        seconds.append(time.perf_counter() - started)
+    return seconds
 
 
 def input_pipeline(store: str, win_size: int, batch_size: int, shard: int, shards: int, passes: int) -> dict:
-    """Rows and windows per second through one worker's reader and the windowing transformation.
+    """Windows per second through one worker's reader and the sequence transformation, as cerebro's
+    workers use them: the same reader read to the end once per sub-epoch, through a new tf.data
+    pipeline each time, batched.
 
-    The reader is cerebro's: made once, read to the end once per sub-epoch, then reset. Its
-    local-disk cache fills on the first pass, so the first pass (cold) and the later ones (warm,
-    the steady state of every epoch after the first) are reported apart.
+    The first pass is cold: the shard's files are evicted from the page cache before it, and
+    tf.data builds its pipeline for the first time. Reading + decoding alone and cutting alone are
+    timed apart (warm), to say what limits the whole.
 
-    :return: reader start-up s, per-pass seconds, rows and windows per pass, rates of the
-        first pass and the median of the later passes (rows/s, windows/s).
+    :return: per-pass seconds, rows and windows, cold and warm rates, and the parts' rates.
     """
-    split = read_split(store, TRAIN_DIR)
-    rows = sum(split.row_group_sizes[shard::shards])
-    seq_len = sequence_length(win_size)
-    row_bytes = average_row_bytes(store)
-    # cerebro lets diskcache pick a temporary folder; one of ours can be removed when done.
-    with tempfile.TemporaryDirectory(prefix="bench_reader_cache_") as cache_dir:
-        started = time.perf_counter()
-        reader = make_reader(f"file://{Path(store).resolve()}/{TRAIN_DIR}", schema_fields=SCHEMA_FIELDS,
-                             reader_pool_type="thread", workers_count=1, shuffle_row_groups=False, num_epochs=1,
-                             cur_shard=shard, shard_count=shards, cache_type="local-disk",
-                             cache_location=f"{cache_dir}/cache", cache_size_limit=CACHE_SIZE_BYTES,
-                             cache_row_size_estimate=row_bytes, cache_extra_settings={"cleanup": True})
-        reader_start_s = time.perf_counter() - started
-        seconds, sequences = read_passes(reader, make_transformation_fn(seq_len), batch_size, passes)
-    windows = sequences * seq_len
+    reader = ShardReader(f"{Path(store).resolve()}/{TRAIN_DIR}", shard, shards)
+    rows, seq_len = reader.rows(), sequence_length(win_size)
+    transform = make_transformation_fn(seq_len, shuffle_buffer=SHUFFLE_SEQUENCES)
+    sequences = []
+    evict(sorted({group.path for group in reader.groups}))
+    seconds = timed_passes(lambda: sequences.append(
+        sum(int(batch["label"].shape[0]) for batch in transform(reader).batch(batch_size))), passes)
+    read_s = statistics.median(timed_passes(lambda: sum(len(block["time"]) for block in reader.read()), 3))
+    cut_s = statistics.median(timed_passes(lambda: sum(len(d) for d, _ in cut_sequences(reader.read(), seq_len)), 3))
+    windows = sequences[0] * seq_len
     warm_s = statistics.median(seconds[1:]) if passes > 1 else seconds[0]
-    return {"shard": shard, "shards": shards, "win_size": win_size, "batch_size": batch_size,
-            "reader_start_s": reader_start_s, "pass_s": seconds, "rows": rows, "sequences": sequences,
-            "windows": windows, "cold_rows_per_s": rows / seconds[0], "cold_windows_per_s": windows / seconds[0],
-            "warm_rows_per_s": rows / warm_s, "warm_windows_per_s": windows / warm_s}
+    parts = {"read_windows_per_s": rows / read_s, "read_and_cut_windows_per_s": windows / cut_s}
+    limit = (f"reading + decoding alone {parts['read_windows_per_s']:,.0f} windows/s, with cutting "
+             f"{parts['read_and_cut_windows_per_s']:,.0f}; the rest is tf.data's per-sequence work")
+    shard_mb = sum(os.path.getsize(path) for path in {group.path for group in reader.groups}) / 2 ** 20 / shards
+    return {"shard": shard, "shards": shards, "win_size": win_size, "batch_size": batch_size, "pass_s": seconds,
+            "rows": rows, "sequences": sequences[0], "windows": windows, "shard_mb": shard_mb,
+            "cold_rows_per_s": rows / seconds[0], "cold_windows_per_s": windows / seconds[0],
+            "warm_rows_per_s": rows / warm_s, "warm_windows_per_s": windows / warm_s, **parts, "limit": limit}
 
 
 def train_step(win_size: int, amp_factor: int, l2_reg: float, lr: float, batch_size: int, steps: int) -> dict:
@@ -136,11 +123,10 @@ def collect_sequences(store: str, split_dir: str, seq_len: int) -> tuple[np.ndar
     :return: data (N, T, 100, 3, 1) float32 g, labels (N, T) int32.
     """
     data, labels = [], []
-    with make_reader(f"file://{Path(store).resolve()}/{split_dir}", schema_fields=SCHEMA_FIELDS,
-                     reader_pool_type="thread", workers_count=1, shuffle_row_groups=False, num_epochs=1) as reader:
-        for batch in make_transformation_fn(seq_len)(make_petastorm_dataset(reader)).batch(COLLECT_BATCH):
-            data.append(batch["data"].numpy())
-            labels.append(batch["label"].numpy())
+    for batch in make_transformation_fn(seq_len)(ShardReader(f"{Path(store).resolve()}/{split_dir}", 0, 1)
+                                                 ).batch(COLLECT_BATCH):
+        data.append(batch["data"].numpy())
+        labels.append(batch["label"].numpy())
     return np.concatenate(data), np.concatenate(labels)
 
 

@@ -1,4 +1,4 @@
-"""The Petastorm schema of one 10-second window, and the layout of a prepared data store.
+"""The columns of one 10-second window, and the layout of a prepared data store.
 
 ``prep_petastorm_data.py`` writes, and ``model_selection.py`` reads::
 
@@ -13,9 +13,6 @@ import io
 
 import numpy as np
 import pyarrow as pa
-from petastorm.codecs import NdarrayCodec, ScalarCodec
-from petastorm.unischema import Unischema, UnischemaField
-from pyspark.sql.types import IntegerType, LongType, StringType
 
 TRAIN_DIR = "train_data"
 VAL_DIR = "val_data"
@@ -26,21 +23,8 @@ AXES = 3  # X, Y, Z acceleration, g
 WINDOW_SECONDS = 10
 WINDOWS_PER_MINUTE = 60 // WINDOW_SECONDS
 
-# Petastorm's keys in a dataset's ``_common_metadata``: the pickled Unischema, and the row groups of
-# each file, which Petastorm's readers use instead of reading every footer.
-UNISCHEMA_KEY = b"dataset-toolkit.unischema.v1"
-ROW_GROUPS_PER_FILE_KEY = b"dataset-toolkit.num_row_groups_per_file.v1"
-
-WindowSchema = Unischema("WindowSchema", [
-    UnischemaField("id", np.str_, (), ScalarCodec(StringType()), False),
-    UnischemaField("time", np.int64, (), ScalarCodec(LongType()), False),
-    UnischemaField("data", np.float32, (SAMPLES_PER_WINDOW, AXES), NdarrayCodec(), False),
-    UnischemaField("non_wear", np.int32, (), ScalarCodec(IntegerType()), False),
-    UnischemaField("sleeping", np.int32, (), ScalarCodec(IntegerType()), False),
-    UnischemaField("label", np.int32, (), ScalarCodec(IntegerType()), False),
-])
-
-# The Parquet columns of WindowSchema, as prep writes them (``data``: NdarrayCodec's .npy bytes).
+# The Parquet columns of one window, as prep writes them (``data``: Petastorm NdarrayCodec's .npy bytes);
+# chap_mop.petastorm_metadata describes them to Petastorm.
 WINDOW_ARROW_SCHEMA = pa.schema([
     pa.field("id", pa.string(), False), pa.field("time", pa.int64(), False), pa.field("data", pa.binary(), False),
     pa.field("non_wear", pa.int32(), False), pa.field("sleeping", pa.int32(), False),
