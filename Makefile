@@ -15,11 +15,12 @@ $(VENV)/.installed: requirements.txt tools/check_system.py
 	$(PY) -m pip install --quiet -r requirements.txt
 	touch $@
 
-# Demo: 6 synthetic subjects -> Petastorm -> a 2-configuration grid for 2 epochs on local Spark.
+# Demo: 6 synthetic subjects -> Petastorm -> a 2-configuration grid for 2 epochs on local Spark
+# (--overwrite: each demo replaces the previous demo run in data/results).
 demo: setup
 	$(PY) -m chap_mop.demo_data --out $(DATA)/demo_h5 --subjects 6 --days 2 --hours 6 --seed 0
 	$(PY) prep_petastorm_data.py --input $(DATA)/demo_h5 --output $(DATA)/petastorm
-	$(PY) model_selection.py --data $(DATA)/petastorm --results $(DATA)/results --epochs 2 --batch-size 16 \
+	$(PY) model_selection.py --data $(DATA)/petastorm --results $(DATA)/results --overwrite --epochs 2 --batch-size 16 \
 		--search-space '{"lr": [0.001], "l2_reg": [0.0001], "win_size": [7], "amp_factor": [1, 2]}'
 
 test: setup

@@ -447,8 +447,8 @@ def table_rows(results: dict) -> list[tuple[str, str, str, str]]:
          f"{prep_['spark_wall_s']:.0f} s"),
         ("1 prep", "single process, pyarrow only (windows/s)", f"{prep_['baseline_windows_per_s']:,.0f}",
          f"one core; reading the H5 files takes {prep_['baseline_read_s']:.2f} s of {prep_['baseline_s']:.2f} s"),
-        ("1 prep", "Spark job / baseline", f"{prep_['spark_job_over_baseline']:.2g}",
-         f"whole command: {prep_['spark_wall_over_baseline']:.2g}"),
+        ("1 prep", "Spark job / baseline", f"{prep_['spark_job_over_baseline']:.2f}",
+         f"whole command: {prep_['spark_wall_over_baseline']:.2f}"),
         ("2 input", f"shard reader + transformation_fn, 1 worker of {pipe['pipeline']['shards']}, "
          f"{pipe['pipeline']['rows']:,} windows, warm (windows/s)", f"{pipe['pipeline']['warm_windows_per_s']:,.0f}",
          f"one core, the reader's thread and tf.data's sharing it: {pipe['pipeline']['limit']}"),
@@ -536,6 +536,9 @@ def parse_args() -> argparse.Namespace:
                         help="timed training steps of each process in stage 3's machine scaling (default %(default)s)")
     parser.add_argument("--grid", type=json.loads, default=DEFAULT_GRID,
                         help="JSON search space of stages 3 and 4 (default %(default)s)")
+    parser.add_argument("--data-path-only", action="store_true",
+                        help="run stages 1 and 2 only, keeping stages 3 and 4 of the previous bench/results.json "
+                             "(recorded there with the machine and date they ran on)")
     args = parser.parse_args()
     if args.epochs < 2:
         parser.error("--epochs must be at least 2: the second epoch, without tracing, prices the first one's")
@@ -559,12 +562,24 @@ def main() -> None:
     results["input_pipeline"] = stage_input_pipeline(large_store, args.workers, args.step_batch_size, args.steps)
     shutil.rmtree(large_store)
     load["input_pipeline"] = load_average()
+    if args.data_path_only:
+        earlier = json.loads(RESULTS.read_text())
+        kept = earlier.get("training_stages_measured") or {key: earlier[key] for key in ("machine", "settings")}
+        results.update({key: earlier[key] for key in ("model_hopper", "accuracy_parity")},
+                       training_stages_measured=kept)
+        finish(results, started, load)
+        return
     prep_with_spark(WORK / "h5", store, args.workers, "prep_training_store")  # the training stages' store
     results["model_hopper"] = stage_model_hopper(store, args.grid, args.workers, args.epochs, args.batch_size,
                                                  args.seed, args.scaling_steps,
                                                  results["input_pipeline"]["pipeline"]["warm_rows_per_s"])
     load["model_hopper"] = load_average()
     results["accuracy_parity"] = stage_accuracy_parity(results["model_hopper"])
+    finish(results, started, load)
+
+
+def finish(results: dict, started: float, load: dict) -> None:
+    """Write bench/results.json and print the table."""
     results["total_s"] = time.perf_counter() - started
     results["table"] = table_rows(results)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
