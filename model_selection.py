@@ -107,6 +107,20 @@ def run_settings(args: argparse.Namespace, space: dict, manifest: dict) -> dict:
             "batch_size": args.batch_size, "metric": args.metric, "epochs": args.epochs}
 
 
+def begin_run(results_dir: Path, earlier: run_state.RunState | None, resume: bool, settings: dict
+              ) -> run_state.RunState:
+    """The state this run saves into: the earlier run's (``resume``), or a new one that replaces it."""
+    if resume:
+        print(f"resuming {len(earlier.configurations)} configurations after epoch {earlier.epochs_completed()} of "
+              f"{settings['epochs']}")
+        earlier.record_resume(settings["epochs"], settings["workers"])
+        return earlier
+    if earlier is not None:
+        print(f"--overwrite: removing the earlier run in {results_dir}")
+        run_state.remove_run(earlier)
+    return run_state.RunState.create(results_dir, settings)
+
+
 def main() -> None:
     SPARK_MASTER_URL = "local[*]"
     DATA_STORE_PATH = str(PROJECT / "data" / "petastorm")  # where prep_petastorm_data.py writes by default
@@ -177,16 +191,7 @@ def run(args: argparse.Namespace) -> None:
                          f"prep_petastorm_data.py with --partitions {num_workers} or use --workers "
                          f"{min(train.row_groups, val.row_groups)}")
     sequences = sequences_per_epoch(train, val, space["win_size"], num_workers)
-    if args.resume:
-        state = earlier
-        print(f"resuming {len(state.configurations)} configurations after epoch {state.epochs_completed()} of "
-              f"{args.epochs}")
-        state.record_resume(args.epochs, num_workers)
-    else:
-        if earlier is not None:
-            print(f"--overwrite: removing the earlier run in {results_dir}")
-            run_state.remove_run(earlier)
-        state = run_state.RunState.create(results_dir, {**settings, "workers": num_workers})
+    state = begin_run(results_dir, earlier, args.resume, {**settings, "workers": num_workers})
 
     from cerebro.backend import SparkBackend
     from cerebro.storage import LocalStore

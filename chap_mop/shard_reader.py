@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from chap_mop.errors import InputError
@@ -35,7 +36,6 @@ class RowGroup:
 
 def row_groups(dataset_dir: str) -> list[RowGroup]:
     """Every row group of a Parquet dataset folder, in the global order cerebro shards by."""
-    import pyarrow.fs as pafs
     fs = pafs.LocalFileSystem()
     files = sorted(entry.path for entry in fs.get_file_info(pafs.FileSelector(dataset_dir))
                    if entry.type == pafs.FileType.File and entry.base_name.endswith(".parquet"))
