@@ -9,15 +9,23 @@ Settings are the constants at the top of ``main()``; command-line flags override
 import argparse
 import functools
 import json
+import math
+import sys
 import time
 from pathlib import Path
 
-from chap_mop import cerebro_compat  # first: patches cerebro-dl before anything imports it
+from chap_mop import runtime_env
+
+# Before anything loads TensorFlow: how loud this run is, on the driver and on every executor.
+runtime_env.configure(verbose=runtime_env.verbose_requested(sys.argv[1:]))
+
+from chap_mop import cerebro_compat  # first import of cerebro: patches it
 from chap_mop import run_state
 from chap_mop.chap_model import build_chap_model
 from chap_mop.data_store import read_store
 from chap_mop.errors import InputError
 from chap_mop.metrics import COUNT_METRICS, CUSTOM_OBJECTS, RECORDED_METRICS
+from chap_mop.progress import Progress
 from chap_mop.results import RunLog, write_results
 from chap_mop.spark_session import start_spark
 from chap_mop.windows import make_transformation_fn, sequence_length
@@ -88,16 +96,20 @@ def sequences_per_epoch(train, val, win_sizes: list[int], num_workers: int) -> d
 
 
 def make_search(kind: str, samples: int, backend, store, space: dict, epochs: int, metric: str, batch_size: int,
-                state: run_state.RunState):
+                state: run_state.RunState, verbose: bool):
     from cerebro.tune import hp_choice
     from chap_mop.cerebro_compat.resumable import SEARCHES
 
     common = dict(backend=backend, store=store, search_space={k: hp_choice(v) for k, v in space.items()},
                   estimator_gen_fn=functools.partial(estimator_gen_fn, batch_size=batch_size),
                   num_epochs=epochs, evaluation_metric=metric, label_columns=LABEL_COLUMNS,
-                  # verbose 2: Keras prints one line per sub-epoch instead of a progress bar
-                  feature_columns=FEATURE_COLUMNS, verbose=2, run_state=state)
+                  # verbose 2: cerebro's lines and Keras' one line per sub-epoch; 0: chap_mop.progress's only
+                  feature_columns=FEATURE_COLUMNS, verbose=2 if verbose else 0, run_state=state)
     return SEARCHES[kind](**common) if kind == "grid" else SEARCHES[kind](num_models=samples, **common)
+
+
+def count_configurations(kind: str, space: dict, samples: int) -> int:
+    return math.prod(len(values) for values in space.values()) if kind == "grid" else samples
 
 
 def run_settings(args: argparse.Namespace, space: dict, manifest: dict) -> dict:
@@ -154,7 +166,10 @@ def main() -> None:
                         help="replace the run in --results (only the files the run wrote are removed)")
     parser.add_argument("--polling-period", type=float, default=POLLING_PERIOD_S,
                         help="seconds between the driver's checks of its workers (default %(default)s)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="also show cerebro's, Keras', TensorFlow's and Spark's own lines (for debugging)")
     args = parser.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)  # progress lines appear as they happen, also in a pipe
     try:
         run(args)
     except InputError as error:
@@ -186,6 +201,10 @@ def run(args: argparse.Namespace) -> None:
 
     spark = start_spark(args.master, "chap-model-selection")
     num_workers = args.workers or spark.sparkContext.defaultParallelism
+    num_configurations = count_configurations(args.search, space, args.samples)
+    print(f"model selection: {args.search} search of {num_configurations} configurations x {args.epochs} epochs, "
+          f"batch {args.batch_size}, best by val_{args.metric}, on {args.master} with {num_workers} workers; "
+          f"results in {results_dir}")
     if min(train.row_groups, val.row_groups) < num_workers:
         raise InputError(f"{num_workers} workers need at least {num_workers} row groups in each split; re-run "
                          f"prep_petastorm_data.py with --partitions {num_workers} or use --workers "
@@ -193,14 +212,17 @@ def run(args: argparse.Namespace) -> None:
     sequences = sequences_per_epoch(train, val, space["win_size"], num_workers)
     state = begin_run(results_dir, earlier, args.resume, {**settings, "workers": num_workers})
 
-    from cerebro.backend import SparkBackend
     from cerebro.storage import LocalStore
+    from chap_mop.cerebro_compat.reporting import ReportingBackend
 
     store = LocalStore(str(Path(args.data).resolve()), runs_path=str(results_dir / "runs"))
-    backend = SparkBackend(spark_context=spark.sparkContext, num_workers=num_workers,
-                           polling_period=args.polling_period)
+    backend = ReportingBackend(spark_context=spark.sparkContext, num_workers=num_workers,
+                               polling_period=args.polling_period, verbose=int(args.verbose))
     search = make_search(args.search, args.samples, backend, store, space, args.epochs, args.metric,
-                         args.batch_size, state)
+                         args.batch_size, state, args.verbose)
+    search.run_hyperparameters = {}
+    backend.sub_epoch_listeners.append(Progress(search.run_hyperparameters, num_configurations, num_workers,
+                                                args.epochs, state.epochs_completed()).on_sub_epoch)
     run_log = RunLog(search, args.metric, args.epochs)
     run_log.history.update({entry["run_id"]: entry["history"] for entry in state.configurations if entry["history"]})
     search.epoch_listeners = [run_log.on_epoch_end]
@@ -216,7 +238,8 @@ def run(args: argparse.Namespace) -> None:
         "best_run_id": best_run, "hyperparameters": result.run_hyperparameters[best_run],
         "evaluation_metric": "val_" + args.metric,
         "value": run_log.history[best_run]["val_" + args.metric][-1],
-        "epochs": args.epochs, "workers": num_workers, "search": args.search,
+        "epochs": args.epochs, "workers": num_workers, "search": args.search, "master": args.master,
+        "batch_size": args.batch_size,
         "wall_clock_seconds": state.data["wall_clock_seconds"], "resumes": state.data["resumes"],
         "sequences_per_epoch": {str(win): counts for win, counts in sequences.items()},
         "data_store": args.data, "best_model": str(best_path),
@@ -224,7 +247,8 @@ def run(args: argparse.Namespace) -> None:
     write_results(results_dir, run_log, summary)
     state.finish()
     print(f"\nBest run {best_run} {summary['hyperparameters']}: val_{args.metric} = {summary['value']:.4f}")
-    print(f"Results in {results_dir} (models.csv, history.csv, summary.json, plot, best_model.h5, runs/*/logs)")
+    print(f"Results in {results_dir}: report.html, models.csv, history.csv, summary.json, best_model.h5, "
+          "runs/*/logs (TensorBoard)")
     spark.stop()
 
 

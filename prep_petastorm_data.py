@@ -26,17 +26,18 @@ from pathlib import Path
 import pyarrow.fs as pafs
 from pyspark.sql import SparkSession
 
-from chap_mop import prep
+from chap_mop import prep, runtime_env
 from chap_mop.errors import InputError
 from chap_mop.petastorm_metadata import write_petastorm_metadata
 from chap_mop.schema import TRAIN_DIR, VAL_DIR
+from chap_mop.spark_progress import PROGRESS_EVERY_S, job_progress
 from chap_mop.spark_session import start_spark
 
 PROJECT = Path(__file__).resolve().parent
 
 
-def check_inputs(spark: SparkSession, fs: pafs.FileSystem, root: str, skip_bad_files: bool
-                 ) -> tuple[dict[str, list[str]], dict[str, int], list[prep.Problem]]:
+def check_inputs(spark: SparkSession, fs: pafs.FileSystem, root: str, skip_bad_files: bool,
+                 progress_every_s: float = PROGRESS_EVERY_S) -> tuple[dict[str, list[str]], dict[str, int], list[prep.Problem]]:
     """Pass 1, on the executors: check every day file's structure and count its rows.
 
     :return: usable subjects -> day files, rows per subject, and the skipped files and folders.
@@ -47,8 +48,10 @@ def check_inputs(spark: SparkSession, fs: pafs.FileSystem, root: str, skip_bad_f
     print(f"checking {len(listed)} day files of {len(day_files) + len(problems)} subject folders in {root}")
     sc = spark.sparkContext
     # A few tasks per core, so that one slow file system read does not hold up the others.
-    checked = (sc.parallelize(listed, max(1, min(len(listed), 4 * sc.defaultParallelism)))
-               .map(lambda item: prep.inspect_day_file(fs, *item)).collect())
+    tasks = max(1, min(len(listed), 4 * sc.defaultParallelism))
+    with job_progress(sc, "pass 1", lambda done, _: f"about {len(listed) * done // tasks}/{len(listed)} "
+                                                    "day files checked", progress_every_s):
+        checked = sc.parallelize(listed, tasks).map(lambda item: prep.inspect_day_file(fs, *item)).collect()
     problems += [problem for _, _, _, problem in checked if problem]
     if problems and not skip_bad_files:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
@@ -65,7 +68,8 @@ def check_inputs(spark: SparkSession, fs: pafs.FileSystem, root: str, skip_bad_f
 
 
 def write_splits(spark: SparkSession, in_fs: pafs.FileSystem, out_fs: pafs.FileSystem, plans: list[prep.SplitPlan],
-                 day_files: dict[str, list[str]], staging: str, row_group_size_mb: int) -> None:
+                 day_files: dict[str, list[str]], staging: str, row_group_size_mb: int,
+                 progress_every_s: float = PROGRESS_EVERY_S) -> None:
     """Pass 2, on the executors: each Spark task writes one planned Parquet file of one split.
 
     A task reads its subjects' day files (subject by subject, days by name) and writes their
@@ -79,8 +83,17 @@ def write_splits(spark: SparkSession, in_fs: pafs.FileSystem, out_fs: pafs.FileS
     for plan in plans:
         out_fs.create_dir(f"{staging}/{plan.folder}")
     tasks.sort(key=lambda task: -task.rows)  # largest first, so that the last tasks to start are short
-    written = (spark.sparkContext.parallelize(tasks, len(tasks))
-               .map(partial(prep.write_parquet_file, in_fs, out_fs)).collect())
+    windows = sum(task.rows for task in tasks)
+
+    def describe(done: int, seconds: float) -> str:
+        # Tasks start largest first: the windows of the first ``done`` tasks estimate those written.
+        rows = sum(task.rows for task in tasks[:done])
+        return (f"{done}/{len(tasks)} Parquet files written, about {rows}/{windows} windows, "
+                f"{rows / seconds:,.0f} windows/s")
+
+    with job_progress(spark.sparkContext, "pass 2", describe, progress_every_s):
+        written = (spark.sparkContext.parallelize(tasks, len(tasks))
+                   .map(partial(prep.write_parquet_file, in_fs, out_fs)).collect())
     for plan in plans:
         dataset = f"{staging}/{plan.folder}"
         write_petastorm_metadata(out_fs, dataset, {name: groups for folder, name, groups, _ in written
@@ -88,7 +101,7 @@ def write_splits(spark: SparkSession, in_fs: pafs.FileSystem, out_fs: pafs.FileS
 
 
 def prepare(spark: SparkSession, input_url: str, output_url: str, train_fraction: float, seed: int, partitions: int,
-            row_group_size_mb: int, skip_bad_files: bool = False) -> dict:
+            row_group_size_mb: int, skip_bad_files: bool = False, progress_every_s: float = PROGRESS_EVERY_S) -> dict:
     """Convert ``input_url`` to a Petastorm store at ``output_url``, replacing an earlier store there.
 
     The output must be new, empty, or a store this project wrote; only the store's own entries
@@ -105,7 +118,7 @@ def prepare(spark: SparkSession, input_url: str, output_url: str, train_fraction
     prep.claim_output(out_fs, out_root)
     staging = prep.unmark_store(out_fs, out_root)
 
-    day_files, rows, skipped = check_inputs(spark, in_fs, in_root, skip_bad_files)
+    day_files, rows, skipped = check_inputs(spark, in_fs, in_root, skip_bad_files, progress_every_s)
     print(f"pass 1: {sum(rows.values())} windows in {sum(map(len, day_files.values()))} usable day files, "
           f"{time.monotonic() - started:.1f} s")
     for problem in skipped:
@@ -116,7 +129,8 @@ def prepare(spark: SparkSession, input_url: str, output_url: str, train_fraction
 
     try:
         writing = time.monotonic()
-        write_splits(spark, in_fs, out_fs, plans, day_files, f"{out_root}/{staging}", row_group_size_mb)
+        write_splits(spark, in_fs, out_fs, plans, day_files, f"{out_root}/{staging}", row_group_size_mb,
+                     progress_every_s)
         print(f"pass 2: wrote {sum(len(plan.files) for plan in plans)} Parquet files in "
               f"{time.monotonic() - writing:.1f} s")
         for plan in plans:
@@ -174,7 +188,11 @@ def main() -> None:
     parser.add_argument("--skip-bad-files", action="store_true",
                         help="skip unreadable or malformed day files and empty subject folders, and list "
                              "them, instead of stopping at the first")
+    parser.add_argument("--verbose", action="store_true", help="also show Spark's own start-up lines")
+    parser.add_argument("--progress-every", type=float, default=PROGRESS_EVERY_S,
+                        help="seconds between progress lines of each pass (default %(default)s)")
     args = parser.parse_args()
+    runtime_env.configure(args.verbose)
     if not 0 < args.train_fraction < 1 or (args.partitions or 1) < 1 or not 1 <= args.row_group_size_mb <= 2047:
         parser.error("expected 0 < --train-fraction < 1, --partitions >= 1, 1 <= --row-group-size-mb <= 2047")
 
@@ -182,7 +200,7 @@ def main() -> None:
     try:
         partitions = args.partitions or spark.sparkContext.defaultParallelism
         prepare(spark, args.input, args.output, args.train_fraction, args.seed, partitions,
-                args.row_group_size_mb, args.skip_bad_files)
+                args.row_group_size_mb, args.skip_bad_files, args.progress_every)
     except InputError as error:
         parser.exit(2, f"error: {error}\n")
     finally:

@@ -7,6 +7,7 @@ Files in the results folder:
 * ``summary.json`` best run and its hyper-parameters, metric and value, epochs, workers,
   wall-clock seconds, sequences per epoch
 * ``validation_<metric>.png``  the validation metric per epoch of every configuration
+* ``report.html``  all of the above on one self-contained page (:mod:`chap_mop.report`)
 """
 import csv
 import json
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from chap_mop import metrics
 from chap_mop.cerebro_compat import is_larger_better
+from chap_mop.report import write_report
 
 METRIC_COLUMNS = [prefix + name for prefix in ("train_", "val_") for name in metrics.RECORDED_METRICS]
 
@@ -109,8 +111,11 @@ def plot_validation_metric(path: Path, run_log: RunLog) -> None:
 
 
 def write_results(results_dir: Path, run_log: RunLog, summary: dict) -> None:
-    """Write models.csv, history.csv, summary.json and the validation plot into ``results_dir``."""
-    write_csv(results_dir / "models.csv", run_log.model_rows())
-    write_csv(results_dir / "history.csv", run_log.history_rows())
+    """Write models.csv, history.csv, summary.json, the validation plot and report.html into ``results_dir``."""
+    model_rows, history_rows = run_log.model_rows(), run_log.history_rows()
+    write_csv(results_dir / "models.csv", model_rows)
+    write_csv(results_dir / "history.csv", history_rows)
     (results_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     plot_validation_metric(results_dir / f"validation_{run_log.evaluation_metric}.png", run_log)
+    write_report(results_dir / "report.html", summary, model_rows, history_rows, run_log.evaluation_metric,
+                 list(run_log.params(model_rows[0]["run_id"])), is_larger_better(run_log.evaluation_metric))

@@ -9,7 +9,7 @@ Layout inside a results folder::
                                           completed epoch k: weights and optimizer state
     runs/<run id>/                        cerebro's working checkpoint (overwritten after every
                                           sub-epoch, so never trusted on resume) and TensorBoard logs
-    models.csv, history.csv, summary.json, validation_<metric>.png, best_model.h5   the outputs
+    models.csv, history.csv, summary.json, validation_<metric>.png, best_model.h5, report.html   the outputs
 
 A folder is the project's only when it holds ``run_state.json``. Nothing here deletes a path
 that the state does not name or that is not one of the outputs above.
@@ -27,7 +27,7 @@ STATE_NAME = "run_state.json"
 STATE_FORMAT = 1
 CHECKPOINTS_DIR = "checkpoints"
 RUNS_DIR = "runs"
-OUTPUT_NAMES = ("models.csv", "history.csv", "summary.json", "best_model.h5")
+OUTPUT_NAMES = ("models.csv", "history.csv", "summary.json", "best_model.h5", "report.html")
 OUTPUT_PATTERNS = ("validation_*.png",)
 PARTIAL_SUFFIX = ".partial"
 EPOCH_LOG_SUFFIX = ".epoch"  # TensorBoard event files of epoch k end in ".epoch<k>"

@@ -36,7 +36,11 @@ def start_spark(master: str, app_name: str, conf: dict[str, str] | None = None):
     :param app_name: Name shown in the Spark UI.
     :param conf: Extra Spark settings, applied last.
     """
-    runtime_env.apply_to_driver()
+    runtime_env.apply()
+    # Read by spark-submit when it starts the driver's JVM, beside any options of the user's.
+    submit_opts = os.environ.get("SPARK_SUBMIT_OPTS", "")
+    if runtime_env.spark_submit_options() not in submit_opts:
+        os.environ["SPARK_SUBMIT_OPTS"] = f"{submit_opts} {runtime_env.spark_submit_options()}".strip()
     python = os.environ.get("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_PYTHON", python)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
@@ -50,7 +54,7 @@ def start_spark(master: str, app_name: str, conf: dict[str, str] | None = None):
                # cerebro's workers are one barrier job, which Spark refuses under dynamic allocation
                # (on by default on many YARN clusters); executors must stay for the whole run anyway.
                .config("spark.dynamicAllocation.enabled", "false"))
-    for name, value in runtime_env.EXECUTOR_ENV.items():
+    for name, value in runtime_env.executor_env().items():
         builder = builder.config(f"spark.executorEnv.{name}", value)
     for name, value in (conf or {}).items():
         builder = builder.config(name, value)

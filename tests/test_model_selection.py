@@ -1,6 +1,7 @@
 """model_selection.py end to end on demo data: a 4-configuration grid, 2 workers, 2 epochs."""
 import csv
 import json
+import re
 
 import numpy as np
 import pytest
@@ -27,12 +28,20 @@ def selection(store, tmp_path_factory):
     results = tmp_path_factory.mktemp("results") / "out"
     run = run_script("model_selection.py", "--master", "local[2]", "--data", str(store), "--results", str(results),
                      "--workers", "2", "--epochs", "2", "--batch-size", "16", "--search-space", GRID)
-    return results, run.stdout
+    return results, run.stdout, run.stderr
+
+
+NOISE = ("cuInit", "oneDNN", "absl", "UnicodeWarning", "sitting_hits", "HDF5 file format", "CEREBRO",
+         "log4j", "NativeCodeLoader", "Traceback")
+PROGRESS_LINE = re.compile(r"epoch [12]/2 \| model [1-4]/4 \(lr 0\.001, l2 0\.00?01, [12] min, amp 1\) on worker [01] \| "
+                           r"(train|val) loss \d+\.\d\d acc [01]\.\d\d bal [01]\.\d\d \| (\d+)/32 sub-epochs \| "
+                           r"(ETA (\d+ h \d\d min|\d+ min \d\d s|\d+ s)|done)")
 
 
 def test_writes_every_result_file(selection):
-    results, stdout = selection
-    for name in ("models.csv", "history.csv", "summary.json", "validation_balanced_accuracy.png", "best_model.h5"):
+    results, stdout, _ = selection
+    for name in ("models.csv", "history.csv", "summary.json", "validation_balanced_accuracy.png", "best_model.h5",
+                 "report.html"):
         assert (results / name).is_file(), name
     models = list(csv.DictReader(open(results / "models.csv")))
     history = list(csv.DictReader(open(results / "history.csv")))
@@ -43,11 +52,33 @@ def test_writes_every_result_file(selection):
         logs = list((results / "runs" / run["run_id"] / "logs").glob("events.out.tfevents.*"))
         assert len(logs) >= 3  # hparams + one per epoch
     assert f"Results in {results}" in stdout
-    assert "Scheduling Model" in stdout and "=== epoch 2/2 done" in stdout
+
+
+def test_console_shows_progress_and_tables_without_noise(selection):
+    """Every sub-epoch (4 configurations x 2 workers x 2 epochs x train and validation) has its
+    line, the epoch tables are there, and no start-up noise from the driver or the executors."""
+    _, stdout, stderr = selection
+    progress = [PROGRESS_LINE.fullmatch(line) for line in stdout.splitlines() if line.startswith("epoch ")]
+    assert len(progress) == 32 and all(progress), stdout
+    assert [int(match.group(2)) for match in progress] == list(range(1, 33))
+    assert progress[-1].group(3) == "done" and progress[0].group(3).startswith("ETA")
+    assert "=== epoch 1/2 done" in stdout and "=== epoch 2/2 done" in stdout
+    for word in NOISE:
+        assert word not in stdout and word not in stderr, word
+    assert len(stdout.splitlines()) < 70 and len(stderr.splitlines()) <= 1, stderr  # Java's incubator line
+
+
+def test_report_is_self_contained_and_lists_every_configuration(selection):
+    results, _, _ = selection
+    page = (results / "report.html").read_text()
+    assert not re.search(r"""(src|href)\s*=\s*["']?https?:""", page)
+    assert page.count("data:image/png;base64,") == 2  # learning curves; hyper-parameters vs metric
+    for run in csv.DictReader(open(results / "models.csv")):
+        assert f">{run['run_id']}<" in page
 
 
 def test_best_run_is_the_best_validation_balanced_accuracy(selection):
-    results, _ = selection
+    results, _, _ = selection
     summary = json.loads((results / "summary.json").read_text())
     models = list(csv.DictReader(open(results / "models.csv")))
     best = max(models, key=lambda m: float(m["val_balanced_accuracy"]))
@@ -63,7 +94,7 @@ def test_best_run_is_the_best_validation_balanced_accuracy(selection):
 def test_best_model_loads_and_predicts(selection):
     from chap_mop import cerebro_compat  # noqa: F401
     import tensorflow as tf
-    results, _ = selection
+    results, _, _ = selection
     model = tf.keras.models.load_model(results / "best_model.h5")
     seq_len = model.input_shape[1]
     probabilities = model.predict(np.zeros((3, seq_len, 100, 3, 1), np.float32), verbose=0)

@@ -1,12 +1,14 @@
 """Every change this project makes to cerebro-dl 1.1.1, in one package, a module per concern.
 
 Import it before anything imports cerebro or TensorFlow; importing it sets the environment
-cerebro needs (Keras 2 as ``tf.keras``) and applies every patch once:
+cerebro needs (Keras 2 as ``tf.keras``), imports TensorFlow quietly (:mod:`chap_mop.runtime_env`)
+and applies every patch once:
 
 * :mod:`.stack`       fixes for today's TensorFlow, Keras 2 and NumPy, the polling period, bind address;
 * :mod:`.selection`   what a search means: metric direction, random draws, TPE, run ids, epoch hooks;
 * :mod:`.faults`      a lost worker ends the run with one clear error; clean teardown;
 * :mod:`.data_path`   workers read their shard with :mod:`chap_mop.shard_reader`, not Petastorm;
+* :mod:`.reporting`   the driver hears of every finished sub-epoch (a SparkBackend subclass);
 * :mod:`.resumable`   grid, random and TPE searches that save every epoch and resume (subclasses,
   not patches).
 
@@ -17,10 +19,11 @@ import importlib.metadata
 
 from chap_mop import runtime_env
 
-# Before TensorFlow is imported anywhere: cerebro needs Keras 2 (tf-keras) as tf.keras.
-runtime_env.apply_to_driver()
+# Before anything else imports TensorFlow: cerebro needs Keras 2 (tf-keras) as tf.keras, and
+# TensorFlow's libraries log while they load.
+runtime_env.import_tensorflow()
 
-from chap_mop.cerebro_compat import data_path, faults, selection, stack  # noqa: E402
+from chap_mop.cerebro_compat import data_path, faults, reporting, selection, stack  # noqa: E402
 from chap_mop.cerebro_compat.faults import _WORKER_JOBS, WorkerLostError  # noqa: E402,F401
 from chap_mop.cerebro_compat.selection import TENSORBOARD_SUBDIR, is_larger_better  # noqa: E402,F401
 from chap_mop.cerebro_compat.stack import DEFAULT_POLLING_PERIOD_S  # noqa: E402,F401
@@ -52,6 +55,7 @@ def apply_patches() -> None:
     faults.patch_clean_shutdown()
     faults.patch_worker_loss()
     data_path.patch_data_path()
+    reporting.patch_trainer_run_id()
 
 
 apply_patches()
