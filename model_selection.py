@@ -7,6 +7,7 @@ Settings are the constants at the top of ``main()``; command-line flags override
     python model_selection.py --help
 """
 import argparse
+import contextlib
 import functools
 import json
 import math
@@ -26,8 +27,9 @@ from chap_mop.data_store import read_store
 from chap_mop.errors import InputError
 from chap_mop.metrics import COUNT_METRICS, CUSTOM_OBJECTS, RECORDED_METRICS
 from chap_mop.progress import Progress
-from chap_mop.results import RunLog, write_results
+from chap_mop.results import METRIC_COLUMNS, RunLog, write_results
 from chap_mop.spark_session import start_spark
+from chap_mop.tracking import MlflowTracker, TrackingError, epoch_listener
 from chap_mop.windows import make_transformation_fn, sequence_length
 
 PROJECT = Path(__file__).resolve().parent
@@ -144,6 +146,7 @@ def main() -> None:
     search_space = {"lr": [1e-3, 1e-4], "l2_reg": [1e-3, 1e-4], "win_size": [7, 9], "amp_factor": [2, 4]}
     RESULTS_DIR = str(PROJECT / "results")
     POLLING_PERIOD_S = cerebro_compat.DEFAULT_POLLING_PERIOD_S  # driver's check of its workers; cerebro's is 2 s
+    MLFLOW_TRACKING_URI, MLFLOW_EXPERIMENT = None, "chap-model-selection"  # None: no MLflow tracking
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--master", default=SPARK_MASTER_URL, help="Spark master URL (default: %(default)s)")
@@ -166,6 +169,11 @@ def main() -> None:
                         help="replace the run in --results (only the files the run wrote are removed)")
     parser.add_argument("--polling-period", type=float, default=POLLING_PERIOD_S,
                         help="seconds between the driver's checks of its workers (default %(default)s)")
+    parser.add_argument("--mlflow-tracking-uri", default=MLFLOW_TRACKING_URI,
+                        help="log the run to MLflow: a tracking server (http://host:5000) or a local store "
+                             "(file:/path, sqlite:///path.db); off by default")
+    parser.add_argument("--mlflow-experiment", default=MLFLOW_EXPERIMENT,
+                        help="MLflow experiment, created if missing (default %(default)s)")
     parser.add_argument("--verbose", action="store_true",
                         help="also show cerebro's, Keras', TensorFlow's and Spark's own lines (for debugging)")
     args = parser.parse_args()
@@ -198,6 +206,8 @@ def run(args: argparse.Namespace) -> None:
             print(f"The run in {results_dir} is complete after {args.epochs} epochs; pass a larger --epochs "
                   "to extend it")
             return
+    tracker = MlflowTracker.connect(args.mlflow_tracking_uri, args.mlflow_experiment) \
+        if args.mlflow_tracking_uri else None
 
     spark = start_spark(args.master, "chap-model-selection")
     num_workers = args.workers or spark.sparkContext.defaultParallelism
@@ -211,6 +221,12 @@ def run(args: argparse.Namespace) -> None:
                          f"{min(train.row_groups, val.row_groups)}")
     sequences = sequences_per_epoch(train, val, space["win_size"], num_workers)
     state = begin_run(results_dir, earlier, args.resume, {**settings, "workers": num_workers})
+    if tracker:
+        tracker.start(state.data.get("mlflow") if args.resume else None, results_dir.name,
+                      {**settings, "workers": num_workers, "master": args.master},
+                      {"results_folder": str(results_dir)})
+        state.data["mlflow"] = tracker.state()
+        state.save()
 
     from cerebro.storage import LocalStore
     from chap_mop.cerebro_compat.reporting import ReportingBackend
@@ -226,8 +242,15 @@ def run(args: argparse.Namespace) -> None:
     run_log = RunLog(search, args.metric, args.epochs)
     run_log.history.update({entry["run_id"]: entry["history"] for entry in state.configurations if entry["history"]})
     search.epoch_listeners = [run_log.on_epoch_end]
+    if tracker:
+        search.epoch_listeners.append(epoch_listener(tracker, search.run_hyperparameters, state.data, METRIC_COLUMNS))
     try:
         result = search.fit_on_prepared_data()
+    except BaseException:
+        if tracker:
+            with contextlib.suppress(TrackingError):  # the run's own error is the one to report
+                tracker.fail()
+        raise
     finally:
         state.add_session_time(time.time() - started)
 
@@ -245,6 +268,11 @@ def run(args: argparse.Namespace) -> None:
         "data_store": args.data, "best_model": str(best_path),
     }
     write_results(results_dir, run_log, summary)
+    if tracker:
+        tracker.log_best(args.metric, summary["value"], best_run)
+        tracker.finish([results_dir / name for name in (*run_state.OUTPUT_NAMES, f"validation_{args.metric}.png")],
+                       {entry["run_id"]: results_dir / entry["checkpoint"] for entry in state.configurations
+                        if entry["checkpoint"]})
     state.finish()
     print(f"\nBest run {best_run} {summary['hyperparameters']}: val_{args.metric} = {summary['value']:.4f}")
     print(f"Results in {results_dir}: report.html, models.csv, history.csv, summary.json, best_model.h5, "

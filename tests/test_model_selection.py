@@ -120,3 +120,81 @@ def test_bad_settings_stop_before_training(store, tmp_path, args, message):
 def test_missing_store_is_named(tmp_path):
     run = run_script("model_selection.py", "--data", str(tmp_path / "nowhere"), check=False)
     assert run.returncode == 2 and f"{tmp_path / 'nowhere'}/manifest.json not found" in run.stderr
+
+
+TWO_CONFIGURATIONS = '{"lr": [0.001], "l2_reg": [0.001, 0.0001], "win_size": [1], "amp_factor": [1]}'
+
+
+def tracked_selection(store, results, tracking_uri: str, epochs: int, *extra: str):
+    return run_script("model_selection.py", "--master", "local[2]", "--data", str(store), "--results", str(results),
+                      "--workers", "2", "--epochs", str(epochs), "--batch-size", "16",
+                      "--search-space", TWO_CONFIGURATIONS, "--mlflow-tracking-uri", tracking_uri,
+                      "--mlflow-experiment", "chap-test", *extra)
+
+
+def read_back(tracking_uri: str, results) -> tuple:
+    """The parent run and the child runs of the selection in ``results``, read with MlflowClient."""
+    from mlflow.tracking import MlflowClient
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiment = client.get_experiment_by_name("chap-test")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [run for run in runs if "mlflow.parentRunId" not in run.data.tags]
+    children = [run for run in runs if run.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert len(parents) == 1 and parents[0].info.run_name == results.name
+    return client, parents[0], children
+
+
+def check_child_runs(client, children, results, epochs: int) -> None:
+    models = {row["run_id"]: row for row in csv.DictReader(open(results / "models.csv"))}
+    assert sorted(child.data.tags["cerebro_run_id"] for child in children) == sorted(models)
+    for child in children:
+        row = models[child.data.tags["cerebro_run_id"]]
+        assert child.data.params == {name: row[name] for name in ("lr", "l2_reg", "win_size", "amp_factor")}
+        for metric in ("train_loss", "val_loss", "val_balanced_accuracy"):
+            history = client.get_metric_history(child.info.run_id, metric)
+            assert sorted(point.step for point in history) == list(range(1, epochs + 1)), metric
+        assert max(history, key=lambda point: point.step).value == pytest.approx(float(row["val_balanced_accuracy"]))
+        assert [a.path for a in client.list_artifacts(child.info.run_id, "checkpoint")] == \
+            [f"checkpoint/epoch_{epochs}.h5"]
+        assert child.info.status == "FINISHED"
+
+
+def test_mlflow_server_gets_a_parent_and_a_child_run_per_configuration(store, tmp_path):
+    """A real `mlflow server` (SQLite, served artifacts); runs read back with MlflowClient."""
+    from chap_mop import cerebro_compat  # noqa: F401  (Keras 2 as tf.keras)
+    import tensorflow as tf
+    from mlflow_server import mlflow_server
+    with mlflow_server(tmp_path) as uri:
+        results = tmp_path / "tracked"
+        tracked_selection(store, results, uri, 2)
+        client, parent, children = read_back(uri, results)
+        check_child_runs(client, children, results, epochs=2)
+        summary = json.loads((results / "summary.json").read_text())
+        assert parent.data.tags["best_run_id"] == summary["best_run_id"] and parent.info.status == "FINISHED"
+        assert parent.data.params["search"] == "grid" and parent.data.params["epochs"] == "2"
+        assert {"summary.json", "report.html", "best_model.h5"} <= {a.path for a in client.list_artifacts(
+            parent.info.run_id)}
+        model = tf.keras.models.load_model(client.download_artifacts(parent.info.run_id, "best_model.h5",
+                                                                     str(tmp_path)))
+        assert model.output_shape[-1] == 2
+
+
+def test_verbose_file_store_run_shows_cerebros_lines(store, tmp_path, monkeypatch):
+    """--verbose brings cerebro's own lines back; a plain file: store takes the same runs."""
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 reads its file store only when allowed
+    results, uri = tmp_path / "verbose", (tmp_path / "mlruns").as_uri()
+    run = tracked_selection(store, results, uri, 1, "--verbose")
+    assert "Scheduling Model" in run.stdout and "CEREBRO" in run.stdout
+    client, _, children = read_back(uri, results)
+    check_child_runs(client, children, results, epochs=1)
+
+
+def test_unreachable_tracking_server_is_one_line_before_training(store, tmp_path):
+    from mlflow_server import free_port
+    uri = f"http://127.0.0.1:{free_port()}"
+    run = run_script("model_selection.py", "--data", str(store), "--results", str(tmp_path / "r"),
+                     "--mlflow-tracking-uri", uri, check=False)
+    assert run.returncode == 2
+    assert run.stderr.strip().splitlines()[-1] == f"error: MLflow tracking server {uri} is not reachable: " \
+                                                  "connection refused"
+    assert "model selection:" not in run.stdout  # stopped before Spark started
