@@ -23,7 +23,9 @@ runtime_env.configure(verbose=runtime_env.verbose_requested(sys.argv[1:]))
 from chap_mop import cerebro_compat  # first import of cerebro: patches it
 from chap_mop import run_state
 from chap_mop.chap_model import build_chap_model
-from chap_mop.data_store import read_store
+from chap_mop.data_store import held_out_dir, read_store
+from chap_mop.ensemble import read_members, save_members
+from chap_mop.evaluation import evaluate, write_test_report
 from chap_mop.errors import InputError
 from chap_mop.metrics import COUNT_METRICS, CUSTOM_OBJECTS, RECORDED_METRICS
 from chap_mop.progress import Progress
@@ -135,6 +137,33 @@ def begin_run(results_dir: Path, earlier: run_state.RunState | None, resume: boo
     return run_state.RunState.create(results_dir, settings)
 
 
+def build_ensemble(results_dir: Path, run_log: RunLog, state: run_state.RunState, size: int) -> list[dict]:
+    """Save the top ``size`` configurations (never more than there are) as the ensemble; none for 1."""
+    ranked = run_log.ranked()[:size]
+    if len(ranked) < 2:
+        return []
+    metric = "val_" + run_log.evaluation_metric
+    checkpoints = {entry["run_id"]: results_dir / entry["checkpoint"] for entry in state.configurations}
+    return save_members(results_dir, [{"run_id": run_id, "hyperparameters": run_log.params(run_id), "metric": metric,
+                                       "value": run_log.history[run_id][metric][-1]} for run_id in ranked],
+                        checkpoints)
+
+
+def report_test(spark, test_dir: str, results_dir: Path, best_path: Path, members: list[dict], best_run: str) -> dict:
+    """Evaluate the chosen model and the ensemble on the test subjects; write and print the test report."""
+    model_paths = [member["model"] for member in read_members(results_dir)] if members else [str(best_path)]
+    report = write_test_report(results_dir, evaluate(spark, test_dir, model_paths), members or [{"run_id": best_run}])
+    line = f"Test ({report['subjects']} subjects never used for selection):"
+    for who in ("best", "ensemble"):
+        if f"{who} window" in report:
+            window, minute = report[f"{who} window"], report[f"{who} minute"]
+            name = "best run" if who == "best" else f"ensemble of {len(members)}"
+            line += (f" {name} balanced accuracy {window['balanced_accuracy']:.4f} per window, "
+                     f"{minute['balanced_accuracy']:.4f} per minute;")
+    print(line.rstrip(";"))
+    return report
+
+
 def main() -> None:
     SPARK_MASTER_URL = "local[*]"
     DATA_STORE_PATH = str(PROJECT / "data" / "petastorm")  # where prep_petastorm_data.py writes by default
@@ -143,6 +172,7 @@ def main() -> None:
     BATCH_SIZE = 128  # sequences per step
     EVALUATION_METRIC = "balanced_accuracy"  # of the validation data; maximised
     SEARCH, NUM_SAMPLES = "grid", 8  # grid, random or tpe; samples for random and tpe
+    ENSEMBLE_SIZE = 3  # top configurations in the majority-vote ensemble (DeepPostures' CHAP); 1: none
     search_space = {"lr": [1e-3, 1e-4], "l2_reg": [1e-3, 1e-4], "win_size": [7, 9], "amp_factor": [2, 4]}
     RESULTS_DIR = str(PROJECT / "results")
     POLLING_PERIOD_S = cerebro_compat.DEFAULT_POLLING_PERIOD_S  # driver's check of its workers; cerebro's is 2 s
@@ -160,6 +190,8 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=NUM_SAMPLES, help="configurations for random and tpe")
     parser.add_argument("--search-space", type=json.loads, default=search_space,
                         help='JSON, e.g. \'{"lr": [0.001], "l2_reg": [0.0001], "win_size": [7], "amp_factor": [1]}\'')
+    parser.add_argument("--ensemble-size", type=int, default=ENSEMBLE_SIZE,
+                        help="top configurations saved as a majority-vote ensemble (1: none; default %(default)s)")
     parser.add_argument("--results", default=RESULTS_DIR,
                         help="results folder: new or empty, or holding a run of this script (see --resume)")
     parser.add_argument("--resume", action="store_true",
@@ -191,6 +223,8 @@ def main() -> None:
 def run(args: argparse.Namespace) -> None:
     started = time.time()
     space = check_search_space(args.search_space)
+    if args.ensemble_size < 1:
+        raise InputError(f"--ensemble-size {args.ensemble_size}: expected 1 (no ensemble) or more configurations")
     if args.metric not in RECORDED_METRICS:
         raise InputError(f"evaluation metric '{args.metric}' is not recorded; expected one of {list(RECORDED_METRICS)}")
     manifest, train, val = read_store(args.data)
@@ -267,6 +301,12 @@ def run(args: argparse.Namespace) -> None:
         "sequences_per_epoch": {str(win): counts for win, counts in sequences.items()},
         "data_store": args.data, "best_model": str(best_path),
     }
+    members = build_ensemble(results_dir, run_log, state, args.ensemble_size)
+    if members:
+        summary["ensemble"] = [member["run_id"] for member in members]
+    test_dir = held_out_dir(args.data, manifest)
+    if test_dir:
+        summary["test"] = report_test(spark, test_dir, results_dir, best_path, members, best_run)
     write_results(results_dir, run_log, summary)
     if tracker:
         tracker.log_best(args.metric, summary["value"], best_run)

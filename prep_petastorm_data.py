@@ -8,6 +8,7 @@ Output, split by subject (see ``chap_mop/schema.py``)::
 
     <output>/train_data/     Petastorm dataset of WindowSchema rows, one per 10-s window
     <output>/val_data/       the same for the validation subjects
+    <output>/test_data/      the same for the test subjects, with --test-fraction > 0
     <output>/manifest.json   written last: its presence marks a complete store
 
 Both locations may be plain paths, ``file://`` URLs on a file system that every Spark worker
@@ -29,7 +30,7 @@ from pyspark.sql import SparkSession
 from chap_mop import prep, runtime_env
 from chap_mop.errors import InputError
 from chap_mop.petastorm_metadata import write_petastorm_metadata
-from chap_mop.schema import TRAIN_DIR, VAL_DIR
+from chap_mop.schema import TEST_DIR, TRAIN_DIR, VAL_DIR
 from chap_mop.spark_progress import PROGRESS_EVERY_S, job_progress
 from chap_mop.spark_session import start_spark
 
@@ -101,7 +102,8 @@ def write_splits(spark: SparkSession, in_fs: pafs.FileSystem, out_fs: pafs.FileS
 
 
 def prepare(spark: SparkSession, input_url: str, output_url: str, train_fraction: float, seed: int, partitions: int,
-            row_group_size_mb: int, skip_bad_files: bool = False, progress_every_s: float = PROGRESS_EVERY_S) -> dict:
+            row_group_size_mb: int, skip_bad_files: bool = False, progress_every_s: float = PROGRESS_EVERY_S,
+            test_fraction: float = 0.0) -> dict:
     """Convert ``input_url`` to a Petastorm store at ``output_url``, replacing an earlier store there.
 
     The output must be new, empty, or a store this project wrote; only the store's own entries
@@ -123,9 +125,11 @@ def prepare(spark: SparkSession, input_url: str, output_url: str, train_fraction
           f"{time.monotonic() - started:.1f} s")
     for problem in skipped:
         print(f"skipped {problem}")
-    train, val = prep.split_subjects(list(day_files), train_fraction, seed)
+    train, val, test = prep.split_subjects(list(day_files), train_fraction, seed, test_fraction)
     plans = [prep.plan_split("train", TRAIN_DIR, train, rows, partitions),
              prep.plan_split("validation", VAL_DIR, val, rows, partitions)]
+    if test:  # never read by model selection but to report on the chosen model
+        plans.append(prep.plan_split("test", TEST_DIR, test, rows, partitions))
 
     try:
         writing = time.monotonic()
@@ -136,6 +140,8 @@ def prepare(spark: SparkSession, input_url: str, output_url: str, train_fraction
         for plan in plans:
             prep.delete_if_exists(out_fs, f"{out_root}/{plan.folder}")
             out_fs.move(f"{out_root}/{staging}/{plan.folder}", f"{out_root}/{plan.folder}")
+        if not test:  # an earlier store's test split belongs to subjects that may now train
+            prep.delete_if_exists(out_fs, f"{out_root}/{TEST_DIR}")
     finally:
         prep.delete_if_exists(out_fs, f"{out_root}/{staging}")
 
@@ -143,13 +149,14 @@ def prepare(spark: SparkSession, input_url: str, output_url: str, train_fraction
     for name, split in splits.items():
         print(f"{name}: {len(split['subjects'])} subjects, {split['rows']} windows, {split['files']} Parquet "
               f"files, {split['row_groups']} row groups")
-    manifest = {"input": in_url, "seed": seed, "train_fraction": train_fraction, "partitions": partitions,
+    manifest = {"input": in_url, "seed": seed, "train_fraction": train_fraction, "test_fraction": test_fraction,
+                "partitions": partitions,
                 "row_group_size_mb": row_group_size_mb, "splits": splits,
                 "skipped": [{"path": p.path, "reason": p.reason} for p in skipped]}
     prep.write_manifest(out_fs, out_root, manifest)
     seconds = time.monotonic() - started
     total = sum(split["rows"] for split in splits.values())
-    print(f"wrote {len(train) + len(val)} subjects, {total} windows to {out_url} in {seconds:.1f} s "
+    print(f"wrote {len(train) + len(val) + len(test)} subjects, {total} windows to {out_url} in {seconds:.1f} s "
           f"({total / seconds:.0f} windows/s)")
     return manifest
 
@@ -158,7 +165,8 @@ def main() -> None:
     SPARK_MASTER_URL = "local[*]"  # e.g. spark://host:7077
     H5_PRE_PROCESSED_DATA_DIR = str(PROJECT / "data" / "demo_h5")  # readable by every Spark worker
     OUTPUT_PATH = str(PROJECT / "data" / "petastorm")  # writable by every Spark worker
-    TRAIN_FRACTION = 0.7  # fraction of subjects for training; the rest validate
+    TRAIN_FRACTION = 0.7  # fraction of subjects for training; the rest validate (or test)
+    TEST_FRACTION = 0.0  # fraction of subjects held out for testing the chosen model; 0: no test split
     SEED = 2021  # fixes which subjects go to train
     # Upper bound of one Parquet row group: a cerebro worker holds one row group in memory at a time.
     ROW_GROUP_SIZE_MB = 64
@@ -178,6 +186,9 @@ def main() -> None:
     parser.add_argument("--train-fraction", type=float, default=TRAIN_FRACTION,
                         help="fraction of subjects (rounded down) for training, the rest validate "
                              "(default %(default)s)")
+    parser.add_argument("--test-fraction", type=float, default=TEST_FRACTION,
+                        help="fraction of subjects (rounded down, at least one when > 0) held out in test_data "
+                             "to test the chosen model; never used for selection (default %(default)s)")
     parser.add_argument("--seed", type=int, default=SEED, help="seed of the subject split (default %(default)s)")
     parser.add_argument("--partitions", type=int, default=NUM_PARTITIONS,
                         help="Parquet files per split (at most one per subject) and minimum row groups "
@@ -195,12 +206,15 @@ def main() -> None:
     runtime_env.configure(args.verbose)
     if not 0 < args.train_fraction < 1 or (args.partitions or 1) < 1 or not 1 <= args.row_group_size_mb <= 2047:
         parser.error("expected 0 < --train-fraction < 1, --partitions >= 1, 1 <= --row-group-size-mb <= 2047")
+    if not (0 <= args.test_fraction and args.train_fraction + args.test_fraction < 1 - 1e-9):  # 0.7 + 0.3 is 1
+        parser.error(f"--test-fraction {args.test_fraction} with --train-fraction {args.train_fraction}: expected "
+                     "0 <= test fraction < 1 - train fraction, so that some subjects validate")
 
     spark = start_spark(args.master, "DeepPostures - Petastorm data preparation")
     try:
         partitions = args.partitions or spark.sparkContext.defaultParallelism
         prepare(spark, args.input, args.output, args.train_fraction, args.seed, partitions,
-                args.row_group_size_mb, args.skip_bad_files, args.progress_every)
+                args.row_group_size_mb, args.skip_bad_files, args.progress_every, args.test_fraction)
     except InputError as error:
         parser.exit(2, f"error: {error}\n")
     finally:

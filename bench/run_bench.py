@@ -179,7 +179,7 @@ def prep_baseline(h5_dir: Path, out: Path, partitions: int) -> tuple[float, floa
     day_files, _ = prep.find_day_files(fs, str(h5_dir))
     rows = {subject: sum(prep.inspect_day_file(fs, subject, path)[2] for path in paths)
             for subject, paths in day_files.items()}
-    train, val = prep.split_subjects(list(day_files), TRAIN_FRACTION, SPLIT_SEED)
+    train, val, _ = prep.split_subjects(list(day_files), TRAIN_FRACTION, SPLIT_SEED)
     read_s = 0.0
     for name, subjects in (("train", train), ("validation", val)):
         plan = prep.plan_split(name, name, subjects, rows, partitions)
@@ -277,7 +277,8 @@ def run_model_selection(store: Path, grid: dict, workers: int, epochs: int, batc
     wall_s, lines = run_command([sys.executable, "-m", "bench.seeded_model_selection", str(seed),
                                  "--data", str(store), "--results", str(results), "--workers", str(workers),
                                  "--epochs", str(epochs), "--batch-size", str(batch_size),
-                                 "--search-space", json.dumps(grid), "--polling-period", str(polling_period)],
+                                 "--search-space", json.dumps(grid), "--polling-period", str(polling_period),
+                                 "--verbose"],  # cerebro's own lines are what time_split reads
                                 WORK / f"{name}.log")
     split = time_split(lines, wall_s, workers)
     expected = len(expand_grid(grid)) * workers * epochs * 2  # a train and a validation visit per worker

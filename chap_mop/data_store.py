@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from chap_mop.errors import InputError
-from chap_mop.schema import MANIFEST_NAME, TRAIN_DIR, VAL_DIR
+from chap_mop.schema import MANIFEST_NAME, TEST_DIR, TRAIN_DIR, VAL_DIR
 from chap_mop.shard_reader import row_groups
 from chap_mop.windows import count_sequences
 
@@ -86,3 +86,8 @@ def read_store(store: str) -> tuple[dict, SplitInfo, SplitInfo]:
     """(manifest, train split, validation split) of a prepared store, or a clear DataStoreError."""
     manifest = read_manifest(store)
     return manifest, read_split(store, TRAIN_DIR), read_split(store, VAL_DIR)
+
+
+def held_out_dir(store: str, manifest: dict) -> str | None:
+    """The test split's dataset folder, when the store has one (``--test-fraction``), else None."""
+    return f"{local_path(store).rstrip('/')}/{TEST_DIR}" if "test" in manifest["splits"] else None

@@ -126,24 +126,31 @@ def inspect_day_file(fs: pafs.FileSystem, subject: str, path: str) -> tuple[str,
     return subject, path, rows, None
 
 
-def split_subjects(subjects: list[str], train_fraction: float, seed: int) -> tuple[list[str], list[str]]:
-    """Split subjects, not rows: ``floor(train_fraction * len(subjects))`` go to train, the rest to val.
+def split_subjects(subjects: list[str], train_fraction: float, seed: int, test_fraction: float = 0.0
+                   ) -> tuple[list[str], list[str], list[str]]:
+    """Split subjects, not rows, into train, validation and test.
 
     Names are sorted before ``random.Random(seed)`` shuffles them, so the same subjects and seed
-    always give the same split, whatever order the file system lists them in.
+    always give the same split, whatever order the file system lists them in. The first
+    ``floor(train_fraction * n)`` go to train, the last ``floor(test_fraction * n)`` (at least one
+    when ``test_fraction > 0``) to test, the rest validate: without a test split, the split is the
+    one earlier versions made.
 
-    :return: train and validation subjects, each sorted by name.
-    :raises InputError: either split would get no subject.
+    :return: train, validation and test subjects (test empty when ``test_fraction`` is 0), each sorted.
+    :raises InputError: a split would get no subject.
     """
     names = sorted(subjects)
     random.Random(seed).shuffle(names)
     n_train = math.floor(train_fraction * len(names) + 1e-9)  # 0.7 * 10 must give 7, not 6
-    train, val = sorted(names[:n_train]), sorted(names[n_train:])
-    if not train or not val:
-        raise InputError(f"{len(names)} usable subject(s) with train fraction {train_fraction} give "
-                         f"{len(train)} train and {len(val)} validation subject(s); each split needs at "
-                         "least one: add subjects or change --train-fraction")
-    return train, val
+    n_test = max(1, math.floor(test_fraction * len(names) + 1e-9)) if test_fraction > 0 else 0
+    train, val = sorted(names[:n_train]), sorted(names[n_train:len(names) - n_test])
+    test = sorted(names[len(names) - n_test:]) if n_test else []
+    if not train or not val or n_train + n_test > len(names):
+        test_part = f" and test fraction {test_fraction}" if test_fraction else ""
+        raise InputError(f"{len(names)} usable subject(s) with train fraction {train_fraction}{test_part} give "
+                         f"{len(train)} train, {len(val)} validation" + (f" and {len(test)} test" if n_test else "")
+                         + " subject(s); each split needs at least one: add subjects or change the fractions")
+    return train, val, test
 
 
 def assign_to_files(rows: dict[str, int], partitions: int) -> list[list[str]]:

@@ -48,6 +48,16 @@ class RunLog:
     def epochs_done(self, run_id: str) -> int:
         return len(self.history[run_id].get("val_loss", []))
 
+    def ranked(self) -> list[str]:
+        """Run ids, best final validation value of the evaluation metric first (NaN last)."""
+        metric, larger = "val_" + self.evaluation_metric, is_larger_better(self.evaluation_metric)
+
+        def key(run_id: str) -> tuple[bool, float]:
+            value = self.history[run_id][metric][-1]
+            return value != value, -value if larger else value  # NaN != NaN
+
+        return sorted(self.history, key=key)
+
     def best_epoch(self, run_id: str) -> int:
         """1-based epoch with the best validation value of the evaluation metric."""
         values = self.history[run_id]["val_" + self.evaluation_metric]

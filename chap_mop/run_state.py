@@ -9,7 +9,9 @@ Layout inside a results folder::
                                           completed epoch k: weights and optimizer state
     runs/<run id>/                        cerebro's working checkpoint (overwritten after every
                                           sub-epoch, so never trusted on resume) and TensorBoard logs
-    models.csv, history.csv, summary.json, validation_<metric>.png, best_model.h5, report.html   the outputs
+    models.csv, history.csv, summary.json, validation_<metric>.png, best_model.h5, report.html,
+    ensemble.json, ensemble/<run id>.h5, test_report.json, test_per_subject.csv, test_confusion.png
+                                          the outputs
 
 A folder is the project's only when it holds ``run_state.json``. Nothing here deletes a path
 that the state does not name or that is not one of the outputs above.
@@ -27,7 +29,9 @@ STATE_NAME = "run_state.json"
 STATE_FORMAT = 1
 CHECKPOINTS_DIR = "checkpoints"
 RUNS_DIR = "runs"
-OUTPUT_NAMES = ("models.csv", "history.csv", "summary.json", "best_model.h5", "report.html")
+OUTPUT_NAMES = ("models.csv", "history.csv", "summary.json", "best_model.h5", "report.html", "ensemble.json",
+                "test_report.json", "test_per_subject.csv", "test_confusion.png")
+MEMBERS_DIR = "ensemble"  # ensemble/<run id>.h5, see chap_mop.ensemble
 OUTPUT_PATTERNS = ("validation_*.png",)
 PARTIAL_SUFFIX = ".partial"
 EPOCH_LOG_SUFFIX = ".epoch"  # TensorBoard event files of epoch k end in ".epoch<k>"
@@ -251,7 +255,8 @@ def remove_run(state: RunState) -> None:
     for entry in state.configurations:
         for subdir in (RUNS_DIR, CHECKPOINTS_DIR):
             shutil.rmtree(folder / subdir / entry["run_id"], ignore_errors=True)
-    for subdir in (RUNS_DIR, CHECKPOINTS_DIR):
+        (folder / MEMBERS_DIR / f"{entry['run_id']}.h5").unlink(missing_ok=True)
+    for subdir in (RUNS_DIR, CHECKPOINTS_DIR, MEMBERS_DIR):
         if (folder / subdir).is_dir() and not any((folder / subdir).iterdir()):
             (folder / subdir).rmdir()
     outputs = [folder / name for name in OUTPUT_NAMES]

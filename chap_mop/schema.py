@@ -16,6 +16,7 @@ import pyarrow as pa
 
 TRAIN_DIR = "train_data"
 VAL_DIR = "val_data"
+TEST_DIR = "test_data"  # only when prep_petastorm_data.py ran with --test-fraction
 MANIFEST_NAME = "manifest.json"
 
 SAMPLES_PER_WINDOW = 100  # 10 s at 10 Hz

@@ -85,6 +85,11 @@ class ShardReader:
             self._groups = row_groups(self.dataset_dir)[self.shard::self.shard_count]
         return self._groups
 
+    @classmethod
+    def of_file(cls, dataset_dir: str, path: str) -> "ShardReader":
+        """A reader of the row groups of one Parquet file of ``dataset_dir``: its subjects whole."""
+        return cls(dataset_dir, 0, 1, _groups=[group for group in row_groups(dataset_dir) if group.path == path])
+
     def rows(self) -> int:
         return sum(group.rows for group in self.groups)
 
@@ -99,6 +104,10 @@ class ShardReader:
                    "data": decode_windows(table.column("data"), f"{group.path} row group {group.index}"),
                    **{name: table.column(name).to_numpy().astype(np.int32, copy=False)
                       for name in ("non_wear", "sleeping", "label")}}
+
+    def subject_names(self) -> dict[int, str]:
+        """Subject id of each code that :meth:`read` has given so far."""
+        return {code: name for name, code in self._subject_codes.items()}
 
     def _codes(self, ids: pa.ChunkedArray) -> np.ndarray:
         """Subject ids as integers, the same for a subject in every row group of this reader."""

@@ -20,7 +20,7 @@ from conftest import TrackedScript
 GRID = '{"lr": [0.001], "l2_reg": [0.0001], "win_size": [1], "amp_factor": [1, 2]}'
 SCRIPT_TIMEOUT_S = 300  # a script that runs longer than this on the tiny demo data hangs
 WORKER_LOSS_BOUND_S = 180  # from killing a worker to model_selection.py's exit
-TRAINING_STARTED = "Scheduling Model"
+TRAINING_STARTED = " sub-epochs | "  # the first progress line: one sub-epoch done, the others training
 
 
 @pytest.fixture

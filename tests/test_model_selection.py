@@ -114,7 +114,7 @@ def test_bad_settings_stop_before_training(store, tmp_path, args, message):
     run = run_script("model_selection.py", "--master", "local[2]", "--data", str(store), "--workers", "2",
                      "--results", str(tmp_path / "r"), *args, check=False)
     assert run.returncode == 2 and message in run.stderr
-    assert "Scheduling Model" not in run.stdout
+    assert " sub-epochs | " not in run.stdout  # no progress line: nothing trained
 
 
 def test_missing_store_is_named(tmp_path):
@@ -198,3 +198,93 @@ def test_unreachable_tracking_server_is_one_line_before_training(store, tmp_path
     assert run.stderr.strip().splitlines()[-1] == f"error: MLflow tracking server {uri} is not reachable: " \
                                                   "connection refused"
     assert "model selection:" not in run.stdout  # stopped before Spark started
+
+
+@pytest.fixture(scope="module")
+def held_out(tmp_path_factory):
+    """A store with a test split and a selection of two window sizes with a 2-member ensemble."""
+    root = tmp_path_factory.mktemp("held_out")
+    write_demo_dataset(root / "h5", subjects=6, days=1, hours_per_day=4, seed=3)
+    run_script("prep_petastorm_data.py", "--master", "local[2]", "--input", str(root / "h5"), "--output",
+               str(root / "store"), "--partitions", "2", "--train-fraction", "0.5", "--test-fraction", "0.2")
+    run = run_script("model_selection.py", "--master", "local[2]", "--data", str(root / "store"), "--results",
+                     str(root / "results"), "--workers", "2", "--epochs", "1", "--batch-size", "16",
+                     "--ensemble-size", "2", "--search-space",
+                     '{"lr": [0.001], "l2_reg": [0.0001], "win_size": [1, 2], "amp_factor": [1]}')
+    return root / "store", root / "results", run.stdout
+
+
+def independent_predictions(store, model) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(labels, classes) of every test subject's windows: sequences by the training rules, argmax per window."""
+    import pyarrow.parquet as pq
+    from chap_mop.shard_reader import decode_windows
+    from chap_mop.windows import sequence_starts
+    seq_len = model.input_shape[1]
+    subjects = []
+    for path in sorted((store / "test_data").glob("*.parquet")):
+        table = pq.read_table(path)
+        ids = np.array(table.column("id").to_pylist())
+        for subject in dict.fromkeys(ids):
+            rows = np.flatnonzero(ids == subject)
+            column = {name: table.column(name).to_numpy()[rows] for name in ("time", "non_wear", "sleeping", "label")}
+            starts, _ = sequence_starts(np.zeros(len(rows)), column["time"], column["non_wear"], column["sleeping"],
+                                        column["label"], seq_len)
+            data = decode_windows(table.column("data").take(rows), str(path))
+            predicted = np.full(len(rows), -1)
+            if len(starts):
+                window_rows = starts[:, None] + np.arange(seq_len)
+                output = model.predict(data[window_rows][..., None], verbose=0)
+                predicted[window_rows.ravel()] = output.argmax(axis=-1).ravel()
+            subjects.append((column["label"], predicted))
+    return subjects
+
+
+def numpy_confusion(pairs) -> list[list[int]]:
+    matrix = np.zeros((2, 2), int)
+    for labels, predicted in pairs:
+        both = (labels >= 0) & (predicted >= 0)
+        np.add.at(matrix, (labels[both], predicted[both]), 1)
+    return matrix.tolist()
+
+
+def test_test_report_matches_the_saved_models_own_predictions(held_out):
+    from chap_mop import cerebro_compat  # noqa: F401
+    import tensorflow as tf
+    from chap_mop.inference import vote
+    from chap_mop.metrics import CUSTOM_OBJECTS
+    store, results, stdout = held_out
+    report = json.loads((results / "test_report.json").read_text())
+    manifest = json.loads((store / "manifest.json").read_text())
+    assert report["subjects"] == len(manifest["splits"]["test"]["subjects"]) == 1
+    best = tf.keras.models.load_model(results / "best_model.h5", custom_objects=CUSTOM_OBJECTS, compile=False)
+    assert report["best window"]["confusion_matrix"] == numpy_confusion(independent_predictions(store, best))
+
+    members = json.loads((results / "ensemble.json").read_text())["members"]
+    assert [m["rank"] for m in members] == [1, 2] and members[0]["run_id"] == report["ensemble_members"][0]
+    assert sorted(m["windows_per_sequence"] for m in members) == [6, 12]
+    per_member = [independent_predictions(store, tf.keras.models.load_model(results / m["model"], compile=False))
+                  for m in members]
+    voted = [(labels, vote(np.stack([member[i][1] for member in per_member])))
+             for i, (labels, _) in enumerate(per_member[0])]
+    assert report["ensemble window"]["confusion_matrix"] == numpy_confusion(voted)
+    assert "Test (1 subjects never used for selection): best run balanced accuracy" in stdout
+    summary = json.loads((results / "summary.json").read_text())
+    assert summary["test"]["best window"] == report["best window"] and summary["ensemble"] == report["ensemble_members"]
+    rows = list(csv.DictReader(open(results / "test_per_subject.csv")))
+    assert [row["subject"] for row in rows] == manifest["splits"]["test"]["subjects"]
+    assert (results / "test_confusion.png").stat().st_size > 0
+    assert (results / "report.html").read_text().count("data:image/png;base64,") == 3  # + the confusion matrices
+
+
+def test_selection_never_reads_the_test_subjects(held_out):
+    store, results, _ = held_out
+    manifest = json.loads((store / "manifest.json").read_text())
+    summary = json.loads((results / "summary.json").read_text())
+    test_subjects = set(manifest["splits"]["test"]["subjects"])
+    assert not test_subjects & set(manifest["splits"]["train"]["subjects"] + manifest["splits"]["validation"]["subjects"])
+    # sequences per epoch are counted over train and validation only
+    from chap_mop.data_store import read_store
+    from chap_mop.windows import sequence_length
+    _, train, val = read_store(str(store))
+    assert summary["sequences_per_epoch"]["1"] == {"train": sum(train.sequences_per_worker(sequence_length(1), 2)),
+                                                   "val": sum(val.sequences_per_worker(sequence_length(1), 2))}

@@ -25,7 +25,7 @@ from chap_mop import prep
 from chap_mop.demo_data import write_demo_dataset
 from chap_mop.errors import InputError
 from chap_mop.h5_format import read_day_file, write_day_file
-from chap_mop.schema import MANIFEST_NAME, TRAIN_DIR, VAL_DIR
+from chap_mop.schema import MANIFEST_NAME, TEST_DIR, TRAIN_DIR, VAL_DIR
 from conftest import FIXTURE_SUBJECT, run_script
 
 SEED = 7
@@ -202,15 +202,44 @@ def test_capped_split_of_store_has_enough_small_row_groups(store):
 
 def test_split_is_by_subject_and_reproducible():
     names = [f"s{i:02d}" for i in range(10)]
-    train, val = prep.split_subjects(names, 0.7, 1)
-    assert len(train) == 7 and sorted(train + val) == names
-    assert prep.split_subjects(list(reversed(names)), 0.7, 1) == (train, val)  # listing order is irrelevant
+    train, val, test = prep.split_subjects(names, 0.7, 1)
+    assert len(train) == 7 and sorted(train + val) == names and test == []
+    assert prep.split_subjects(list(reversed(names)), 0.7, 1) == (train, val, [])  # listing order is irrelevant
     assert len({tuple(prep.split_subjects(names, 0.7, seed)[0]) for seed in range(5)}) > 1
     assert len(prep.split_subjects(names[:2], 0.7, 1)[0]) == 1
-    with pytest.raises(InputError, match="1 usable subject.*0 train and 1 validation"):
+    with pytest.raises(InputError, match="1 usable subject.*0 train, 1 validation"):
         prep.split_subjects(["only"], 0.7, 1)
-    with pytest.raises(InputError, match="10 train and 0 validation"):
+    with pytest.raises(InputError, match="10 train, 0 validation"):
         prep.split_subjects(names, 1.0, 1)
+
+
+def test_test_split_is_disjoint_reproducible_and_keeps_the_train_split():
+    names = [f"s{i:02d}" for i in range(10)]
+    train, val, test = prep.split_subjects(names, 0.6, 3, test_fraction=0.2)
+    assert (len(train), len(val), len(test)) == (6, 2, 2) and sorted(train + val + test) == names
+    assert prep.split_subjects(list(reversed(names)), 0.6, 3, 0.2) == (train, val, test)
+    assert train == prep.split_subjects(names, 0.6, 3)[0]  # the test split comes out of validation only
+    assert len(prep.split_subjects(names, 0.6, 3, test_fraction=0.05)[2]) == 1  # rounded down, at least one
+    with pytest.raises(InputError, match="2 usable subject.*1 train, 0 validation and 1 test"):
+        prep.split_subjects(names[:2], 0.5, 3, test_fraction=0.3)
+
+
+def test_prep_writes_the_test_split_and_refuses_fractions_without_validation(tmp_path):
+    write_demo_dataset(tmp_path / "h5", subjects=5, days=1, hours_per_day=1, seed=4)
+    done = run_prep_script("--master", "local[2]", "--input", str(tmp_path / "h5"), "--output", str(tmp_path / "store"),
+                           "--train-fraction", "0.4", "--test-fraction", "0.2", "--partitions", "1")
+    assert done.returncode == 0, done.stderr
+    manifest = json.loads((tmp_path / "store" / MANIFEST_NAME).read_text())
+    subjects = {name: split["subjects"] for name, split in manifest["splits"].items()}
+    assert [len(subjects[name]) for name in ("train", "validation", "test")] == [2, 2, 1]
+    assert len({s for split in subjects.values() for s in split}) == 5 and manifest["test_fraction"] == 0.2
+    assert manifest["splits"]["test"]["folder"] == TEST_DIR and (tmp_path / "store" / TEST_DIR).is_dir()
+    test_rows = pq.read_table(tmp_path / "store" / TEST_DIR, columns=["id"]).column("id").to_pylist()
+    assert set(test_rows) == set(subjects["test"]) and len(test_rows) == manifest["splits"]["test"]["rows"]
+    refused = run_prep_script("--input", str(tmp_path / "h5"), "--output", str(tmp_path / "other"),
+                              "--train-fraction", "0.7", "--test-fraction", "0.3")
+    assert refused.returncode == 2 and "expected 0 <= test fraction < 1 - train fraction" in refused.stderr
+    assert not (tmp_path / "other").exists()
 
 
 @pytest.mark.parametrize("make, problem", [
