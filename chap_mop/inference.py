@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from chap_mop import runtime_env
 from chap_mop.errors import InputError
 from chap_mop.schema import AXES, SAMPLES_PER_WINDOW
 
@@ -40,9 +41,21 @@ def load_model(path: Path | str):
 
 
 def cached_model(path: Path | str):
-    """:func:`load_model` once per process and path: an executor's tasks share the loaded model."""
+    """*Executor side.* :func:`load_model` once per Python process and path (Spark reuses its workers).
+
+    Before the first model, TensorFlow is imported quietly and, in a Spark task, its thread pools
+    are sized to the task's cores (``spark.task.cpus``), as cerebro's workers are.
+    """
     key = str(Path(path).resolve())
     if key not in _LOADED:
+        runtime_env.import_tensorflow()
+        import tensorflow as tf
+        from pyspark import TaskContext
+
+        context = TaskContext.get()
+        if context is not None and not tf.config.threading.get_intra_op_parallelism_threads():
+            tf.config.threading.set_intra_op_parallelism_threads(context.cpus())
+            tf.config.threading.set_inter_op_parallelism_threads(context.cpus())
         _LOADED[key] = load_model(key)
     return _LOADED[key]
 

@@ -1,5 +1,6 @@
 """Shared test fixtures and helpers: a real local Spark session, the path to ../shared, script runs,
-and scripts run in the background with their whole process tree tracked."""
+scripts run in the background with their whole process tree tracked, and a real standalone Spark
+cluster on 127.0.0.1."""
 import os
 import subprocess
 import sys
@@ -129,3 +130,14 @@ def scripts():
         script.stop()
 
 
+@pytest.fixture
+def cluster(tmp_path):
+    """A fresh 2-worker, 1-core-each local cluster; on teardown, stopped and checked to leave nothing."""
+    state_file = tmp_path / "cluster.json"
+    started = local_cluster.start(state_file, workers=2, cores=1, memory="3g")
+    try:
+        yield started
+    finally:
+        if state_file.is_file():
+            local_cluster.stop(state_file)
+        assert not started.processes(), "Spark processes of the test cluster outlived its teardown"

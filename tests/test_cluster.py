@@ -23,19 +23,6 @@ WORKER_LOSS_BOUND_S = 180  # from killing a worker to model_selection.py's exit
 TRAINING_STARTED = " sub-epochs | "  # the first progress line: one sub-epoch done, the others training
 
 
-@pytest.fixture
-def cluster(tmp_path):
-    """A fresh 2-worker, 1-core-each local cluster; on teardown, stopped and checked to leave nothing."""
-    state_file = tmp_path / "cluster.json"
-    started = local_cluster.start(state_file, workers=2, cores=1, memory="3g")
-    try:
-        yield started
-    finally:
-        if state_file.is_file():
-            local_cluster.stop(state_file)
-        assert not started.processes(), "Spark processes of the test cluster outlived its teardown"
-
-
 @pytest.fixture(scope="module")
 def demo_h5(tmp_path_factory) -> Path:
     """4 demo subjects x 1 day x 4 hours of H5 day files."""

@@ -2,6 +2,8 @@
 import csv
 import json
 import re
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -288,3 +290,22 @@ def test_selection_never_reads_the_test_subjects(held_out):
     _, train, val = read_store(str(store))
     assert summary["sequences_per_epoch"]["1"] == {"train": sum(train.sequences_per_worker(sequence_length(1), 2)),
                                                    "val": sum(val.sequences_per_worker(sequence_length(1), 2))}
+
+
+def test_predictions_of_the_chosen_model_and_the_ensemble_for_the_test_subjects(held_out, tmp_path):
+    """The issue's end: make_predictions.py on the test subjects' day files, best model and ensemble."""
+    store, results, _ = held_out
+    manifest = json.loads((store / "manifest.json").read_text())
+    day_files = tmp_path / "h5"
+    for subject in manifest["splits"]["test"]["subjects"]:
+        shutil.copytree(Path(manifest["input"].removeprefix("file://")) / subject, day_files / subject)
+    summary = json.loads((results / "summary.json").read_text())
+    for extra, model_name in (([], summary["best_run_id"]), (["--ensemble"], "ensemble")):
+        run = run_script("make_predictions.py", "--master", "local[2]", "--pre-processed-dir", str(day_files),
+                         "--predictions-dir", str(tmp_path / "predictions"), "--model-checkpoint-path", str(results),
+                         "--output-label", *extra)
+        for subject in manifest["splits"]["test"]["subjects"]:
+            rows = list(csv.reader(open(tmp_path / "predictions" / model_name / f"{subject}.csv")))
+            assert rows[0] == ["segment", "timestamp", "label", "prediction"] and len(rows) > 100
+            assert {row[3] for row in rows[1:]} <= {"sitting", "not-sitting"}
+        assert f"wrote {len(manifest['splits']['test']['subjects'])} subjects" in run.stdout
