@@ -15,13 +15,16 @@ $(VENV)/.installed: requirements.txt tools/check_system.py
 	$(PY) -m pip install --quiet -r requirements.txt
 	touch $@
 
-# Demo: 6 synthetic subjects -> Petastorm -> a 2-configuration grid for 2 epochs on local Spark
+# Demo: 6 synthetic subjects -> Petastorm (one held out for testing) -> a 2-configuration grid for
+# 2 epochs on local Spark, its test report and ensemble -> the ensemble's predictions for all 6
 # (--overwrite: each demo replaces the previous demo run in data/results).
 demo: setup
 	$(PY) -m chap_mop.demo_data --out $(DATA)/demo_h5 --subjects 6 --days 2 --hours 6 --seed 0
-	$(PY) prep_petastorm_data.py --input $(DATA)/demo_h5 --output $(DATA)/petastorm
+	$(PY) prep_petastorm_data.py --input $(DATA)/demo_h5 --output $(DATA)/petastorm --train-fraction 0.6 --test-fraction 0.2
 	$(PY) model_selection.py --data $(DATA)/petastorm --results $(DATA)/results --overwrite --epochs 2 --batch-size 16 \
 		--search-space '{"lr": [0.001], "l2_reg": [0.0001], "win_size": [7], "amp_factor": [1, 2]}'
+	$(PY) make_predictions.py --pre-processed-dir $(DATA)/demo_h5 --model-checkpoint-path $(DATA)/results \
+		--predictions-dir $(DATA)/predictions --ensemble
 
 test: setup
 	$(PY) -m pytest -q tests
