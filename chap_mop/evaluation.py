@@ -51,12 +51,13 @@ def minute_confusion(time: np.ndarray, truth: np.ndarray, predicted: np.ndarray)
     return confusion(labels[in_labels], predictions[in_predictions])
 
 
-def scores(matrix: np.ndarray) -> dict:
-    """Accuracy, balanced accuracy, sensitivity (recall of sitting) and specificity (of not sitting)."""
+def scores(matrix: np.ndarray, unit: str = "windows") -> dict:
+    """How many ``unit`` (windows or minutes), accuracy, balanced accuracy, sensitivity (recall of
+    sitting) and specificity (of not sitting)."""
     matrix = np.asarray(matrix, dtype=float)
     with np.errstate(invalid="ignore", divide="ignore"):
         recall = np.diag(matrix) / matrix.sum(axis=1)
-    return {"windows": int(matrix.sum()), "accuracy": float(np.trace(matrix) / max(matrix.sum(), 1)),
+    return {unit: int(matrix.sum()), "accuracy": float(np.trace(matrix) / max(matrix.sum(), 1)),
             "balanced_accuracy": float(np.nanmean(recall)) if np.isfinite(recall).any() else float("nan"),
             "sensitivity": float(recall[SITTING]), "specificity": float(recall[NOT_SITTING]),
             "confusion_matrix": matrix.astype(int).tolist()}
@@ -122,14 +123,14 @@ def evaluate(spark, dataset_dir: str, model_paths: list[str], batch_size: int = 
 def write_test_report(results_dir: Path, per_subject: list[dict], members: list[dict]) -> dict:
     """Add up the subjects, write the three test files and return the report (``summary["test"]``)."""
     report = {"subjects": len(per_subject), "ensemble_members": [member["run_id"] for member in members]}
+    units = {"window": "windows", "minute": "minutes"}
     for who in ("best", "ensemble") if len(members) > 1 else ("best",):
-        for level in ("window", "minute"):
-            total = np.sum([subject[who][level] for subject in per_subject], axis=0)
-            report[f"{who} {level}"] = scores(total)
+        for level, unit in units.items():
+            report[f"{who} {level}"] = scores(np.sum([subject[who][level] for subject in per_subject], axis=0), unit)
     rows = [{"subject": subject["subject"],
-             **{f"{who}_{level}_{key}": scores(subject[who][level])[key]
+             **{f"{who}_{level}_{key}": scores(subject[who][level], unit)[key]
                 for who in ("best", "ensemble") if f"{who} window" in report
-                for level in ("window", "minute") for key in ("windows", "balanced_accuracy")}}
+                for level, unit in units.items() for key in (unit, "balanced_accuracy")}}
             for subject in per_subject]
     (results_dir / "test_report.json").write_text(json.dumps(report, indent=2) + "\n")
     from chap_mop.results import write_csv
