@@ -49,13 +49,7 @@ def cached_model(path: Path | str):
     key = str(Path(path).resolve())
     if key not in _LOADED:
         runtime_env.import_tensorflow()
-        import tensorflow as tf
-        from pyspark import TaskContext
-
-        context = TaskContext.get()
-        if context is not None and not tf.config.threading.get_intra_op_parallelism_threads():
-            tf.config.threading.set_intra_op_parallelism_threads(context.cpus())
-            tf.config.threading.set_inter_op_parallelism_threads(context.cpus())
+        runtime_env.limit_tf_threads_to_task_cpus()
         _LOADED[key] = load_model(key)
     return _LOADED[key]
 

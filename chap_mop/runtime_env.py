@@ -115,3 +115,27 @@ def import_tensorflow() -> None:
     with quiet_native_stderr():
         import tensorflow  # noqa: F401
         import tf_keras  # noqa: F401
+
+
+def limit_tf_threads_to_task_cpus() -> None:
+    """*Executor side*: size TensorFlow's thread pools to the cores of this Spark task (``spark.task.cpus``).
+
+    TensorFlow sizes its pools to every core of the machine, so cerebro's workers sharing a machine
+    (one Spark task each) oversubscribed it: with 2 workers on 2 cores, each ran 2 intra-op
+    threads. Called by each worker's task, and before an executor's first prediction
+    (:func:`chap_mop.inference.cached_model`), before TensorFlow runs anything in its process.
+    """
+    import tensorflow as tf
+    from pyspark import TaskContext
+
+    context = TaskContext.get()
+    if context is None:
+        return
+    cpus = context.cpus()
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(cpus)
+        tf.config.threading.set_inter_op_parallelism_threads(cpus)
+    except RuntimeError:  # this (reused) Python worker ran TensorFlow before: its pools are fixed
+        if tf.config.threading.get_intra_op_parallelism_threads() != cpus:
+            warnings.warn(f"TensorFlow's thread pools were already fixed in this Spark worker; a task of "
+                          f"{cpus} cores may use more threads", RuntimeWarning)

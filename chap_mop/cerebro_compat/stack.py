@@ -6,7 +6,6 @@ Each patch is a function documented with the defect it fixes and tested in
 """
 import inspect
 import os
-import warnings
 
 import numpy as np
 import tensorflow as tf
@@ -74,24 +73,3 @@ def patch_service_bind_address() -> None:
 
     find_port._chap_mop_patched = True
     service_driver.find_port = service_task.find_port = find_port
-
-
-def limit_tf_threads_to_task_cpus() -> None:
-    """*Executor side*: size TensorFlow's thread pools to the cores of this Spark task (``spark.task.cpus``).
-
-    TensorFlow sizes its pools to every core of the machine, so cerebro's workers sharing a machine
-    (one Spark task each) oversubscribed it: with 2 workers on 2 cores, each ran 2 intra-op
-    threads. Called by each worker's task before TensorFlow runs anything in its process.
-    """
-    from pyspark import TaskContext
-    context = TaskContext.get()
-    if context is None:
-        return
-    cpus = context.cpus()
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(cpus)
-        tf.config.threading.set_inter_op_parallelism_threads(cpus)
-    except RuntimeError:  # this (reused) Python worker ran TensorFlow before: its pools are fixed
-        if tf.config.threading.get_intra_op_parallelism_threads() != cpus:
-            warnings.warn(f"TensorFlow's thread pools were already fixed in this Spark worker; a task of "
-                          f"{cpus} cores may use more threads", RuntimeWarning)
