@@ -2,6 +2,7 @@
 
 Every configuration of the search space visits every worker's partition of the training data
 once per epoch (model hopping), then is validated on every partition of the validation data.
+Successive halving (``--search sha``) and Hyperband stop the worst configurations at each rung.
 Settings are the constants at the top of ``main()``; command-line flags override them.
 
     python model_selection.py --help
@@ -26,6 +27,7 @@ from chap_mop.chap_model import build_chap_model
 from chap_mop.data_store import held_out_dir, read_store
 from chap_mop.ensemble import read_members, save_members
 from chap_mop.evaluation import evaluate, write_test_report
+from chap_mop.halving import DEFAULT_ETA, HalvingPlan, make_plan
 from chap_mop.errors import InputError
 from chap_mop.metrics import COUNT_METRICS, CUSTOM_OBJECTS, RECORDED_METRICS
 from chap_mop.progress import Progress
@@ -99,9 +101,10 @@ def sequences_per_epoch(train, val, win_sizes: list[int], num_workers: int) -> d
     return counts
 
 
-def make_search(kind: str, samples: int, backend, store, space: dict, epochs: int, metric: str, batch_size: int,
-                state: run_state.RunState, verbose: bool):
+def make_search(kind: str, samples: int, plan: HalvingPlan | None, backend, store, space: dict, epochs: int,
+                metric: str, batch_size: int, state: run_state.RunState, verbose: bool):
     from cerebro.tune import hp_choice
+    from chap_mop.cerebro_compat.halving_search import ResumableHalvingSearch
     from chap_mop.cerebro_compat.resumable import SEARCHES
 
     common = dict(backend=backend, store=store, search_space={k: hp_choice(v) for k, v in space.items()},
@@ -109,18 +112,30 @@ def make_search(kind: str, samples: int, backend, store, space: dict, epochs: in
                   num_epochs=epochs, evaluation_metric=metric, label_columns=LABEL_COLUMNS,
                   # verbose 2: cerebro's lines and Keras' one line per sub-epoch; 0: chap_mop.progress's only
                   feature_columns=FEATURE_COLUMNS, verbose=2 if verbose else 0, run_state=state)
+    if plan:
+        return ResumableHalvingSearch(plan=plan, **common)
     return SEARCHES[kind](**common) if kind == "grid" else SEARCHES[kind](num_models=samples, **common)
 
 
-def count_configurations(kind: str, space: dict, samples: int) -> int:
-    return math.prod(len(values) for values in space.values()) if kind == "grid" else samples
+def plan_search(args: argparse.Namespace, space: dict) -> tuple[int, HalvingPlan | None]:
+    """How many configurations the search trains, and the brackets of a halving search (else None)."""
+    if args.search in ("sha", "hyperband"):
+        if args.search == "hyperband" and args.samples is not None:
+            raise InputError("--samples does not apply to --search hyperband: its brackets fix how many "
+                             "configurations it draws")
+        plan = make_plan(args.search, space, args.samples, args.eta, args.epochs, args.min_epochs)
+        return len(plan.configurations), plan
+    if args.eta != DEFAULT_ETA or args.min_epochs is not None:
+        raise InputError(f"--eta and --min-epochs apply to --search sha and hyperband, not {args.search}")
+    return math.prod(len(values) for values in space.values()) if args.search == "grid" else args.samples, None
 
 
 def run_settings(args: argparse.Namespace, space: dict, manifest: dict) -> dict:
     """What defines a run, saved in its state; a resume must repeat all of it but ``epochs``."""
     return {"data_store": str(Path(args.data).resolve()), "manifest_sha256": run_state.manifest_fingerprint(manifest),
             "search": args.search, "search_space": space, "samples": None if args.search == "grid" else args.samples,
-            "batch_size": args.batch_size, "metric": args.metric, "epochs": args.epochs}
+            "batch_size": args.batch_size, "metric": args.metric, "epochs": args.epochs,
+            **({"eta": args.eta, "min_epochs": args.min_epochs} if args.search in ("sha", "hyperband") else {})}
 
 
 def begin_run(results_dir: Path, earlier: run_state.RunState | None, resume: bool, settings: dict
@@ -138,8 +153,13 @@ def begin_run(results_dir: Path, earlier: run_state.RunState | None, resume: boo
 
 
 def build_ensemble(results_dir: Path, run_log: RunLog, state: run_state.RunState, size: int) -> list[dict]:
-    """Save the top ``size`` configurations (never more than there are) as the ensemble; none for 1."""
-    ranked = run_log.ranked()[:size]
+    """Save the top ``size`` configurations (never more than trained every epoch: successive halving's
+    stopped ones are left out) as the ensemble; none for 1."""
+    finished = [run_id for run_id in run_log.ranked() if run_log.epochs_done(run_id) == run_log.num_epochs]
+    ranked = finished[:size]
+    if 1 < size and len(ranked) < min(size, len(run_log.history)):
+        print(f"ensemble: {len(ranked)} of --ensemble-size {size} configurations trained all {run_log.num_epochs} "
+              "epochs" + ("; no ensemble" if len(ranked) < 2 else ""))
     if len(ranked) < 2:
         return []
     metric = "val_" + run_log.evaluation_metric
@@ -171,7 +191,8 @@ def main() -> None:
     NUM_EPOCHS = 10
     BATCH_SIZE = 128  # sequences per step
     EVALUATION_METRIC = "balanced_accuracy"  # of the validation data; maximised
-    SEARCH, NUM_SAMPLES = "grid", 8  # grid, random or tpe; samples for random and tpe
+    SEARCH, NUM_SAMPLES = "grid", 8  # grid, random, tpe, sha or hyperband; samples for random and tpe
+    ETA, MIN_EPOCHS = DEFAULT_ETA, None  # sha and hyperband: cut factor; first rung (None: derived)
     ENSEMBLE_SIZE = 3  # top configurations in the majority-vote ensemble (DeepPostures' CHAP); 1: none
     search_space = {"lr": [1e-3, 1e-4], "l2_reg": [1e-3, 1e-4], "win_size": [7, 9], "amp_factor": [2, 4]}
     RESULTS_DIR = str(PROJECT / "results")
@@ -186,8 +207,18 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="sequences per training step")
     parser.add_argument("--metric", default=EVALUATION_METRIC, choices=RECORDED_METRICS,
                         help="validation metric that picks the best run (accuracies maximised, loss minimised)")
-    parser.add_argument("--search", default=SEARCH, choices=["grid", "random", "tpe"], help="search strategy")
-    parser.add_argument("--samples", type=int, default=NUM_SAMPLES, help="configurations for random and tpe")
+    parser.add_argument("--search", default=SEARCH, choices=["grid", "random", "tpe", "sha", "hyperband"],
+                        help="search strategy; sha: successive halving of the grid (or of --samples draws), "
+                             "hyperband: several successive-halving brackets (README: Stopping bad configurations)")
+    parser.add_argument("--samples", type=int, default=None,
+                        help=f"configurations for random and tpe (default {NUM_SAMPLES}); for sha, random draws "
+                             "instead of the grid")
+    parser.add_argument("--eta", type=int, default=ETA,
+                        help="sha and hyperband: each rung keeps the best 1/eta of its configurations "
+                             "(default %(default)s)")
+    parser.add_argument("--min-epochs", type=int, default=MIN_EPOCHS,
+                        help="sha and hyperband: epochs of the first rung (default: sha fits about log_eta(n) "
+                             "rungs below --epochs; hyperband 1)")
     parser.add_argument("--search-space", type=json.loads, default=search_space,
                         help='JSON, e.g. \'{"lr": [0.001], "l2_reg": [0.0001], "win_size": [7], "amp_factor": [1]}\'')
     parser.add_argument("--ensemble-size", type=int, default=ENSEMBLE_SIZE,
@@ -209,6 +240,8 @@ def main() -> None:
     parser.add_argument("--verbose", action="store_true",
                         help="also show cerebro's, Keras', TensorFlow's and Spark's own lines (for debugging)")
     args = parser.parse_args()
+    if args.samples is None and args.search in ("random", "tpe"):
+        args.samples = NUM_SAMPLES
     sys.stdout.reconfigure(line_buffering=True)  # progress lines appear as they happen, also in a pipe
     try:
         run(args)
@@ -223,6 +256,7 @@ def main() -> None:
 def run(args: argparse.Namespace) -> None:
     started = time.time()
     space = check_search_space(args.search_space)
+    num_configurations, plan = plan_search(args, space)
     if args.ensemble_size < 1:
         raise InputError(f"--ensemble-size {args.ensemble_size}: expected 1 (no ensemble) or more configurations")
     if args.metric not in RECORDED_METRICS:
@@ -245,10 +279,11 @@ def run(args: argparse.Namespace) -> None:
 
     spark = start_spark(args.master, "chap-model-selection")
     num_workers = args.workers or spark.sparkContext.defaultParallelism
-    num_configurations = count_configurations(args.search, space, args.samples)
     print(f"model selection: {args.search} search of {num_configurations} configurations x {args.epochs} epochs, "
           f"batch {args.batch_size}, best by val_{args.metric}, on {args.master} with {num_workers} workers; "
           f"results in {results_dir}")
+    for line in plan.describe() if plan else []:
+        print(line)
     if min(train.row_groups, val.row_groups) < num_workers:
         raise InputError(f"{num_workers} workers need at least {num_workers} row groups in each split; re-run "
                          f"prep_petastorm_data.py with --partitions {num_workers} or use --workers "
@@ -268,12 +303,13 @@ def run(args: argparse.Namespace) -> None:
     store = LocalStore(str(Path(args.data).resolve()), runs_path=str(results_dir / "runs"))
     backend = ReportingBackend(spark_context=spark.sparkContext, num_workers=num_workers,
                                polling_period=args.polling_period, verbose=int(args.verbose))
-    search = make_search(args.search, args.samples, backend, store, space, args.epochs, args.metric,
+    search = make_search(args.search, args.samples, plan, backend, store, space, args.epochs, args.metric,
                          args.batch_size, state, args.verbose)
     search.run_hyperparameters = {}
-    backend.sub_epoch_listeners.append(Progress(search.run_hyperparameters, num_configurations, num_workers,
-                                                args.epochs, state.epochs_completed()).on_sub_epoch)
-    run_log = RunLog(search, args.metric, args.epochs)
+    backend.sub_epoch_listeners.append(Progress(
+        search.run_hyperparameters, num_configurations, num_workers, args.epochs,
+        plan.configuration_epochs() if plan else None, state.configuration_epochs()).on_sub_epoch)
+    run_log = RunLog(search, args.metric, args.epochs, search.stopped_at if plan else None)
     run_log.history.update({entry["run_id"]: entry["history"] for entry in state.configurations if entry["history"]})
     search.epoch_listeners = [run_log.on_epoch_end]
     if tracker:
@@ -301,6 +337,8 @@ def run(args: argparse.Namespace) -> None:
         "sequences_per_epoch": {str(win): counts for win, counts in sequences.items()},
         "data_store": args.data, "best_model": str(best_path),
     }
+    if plan:
+        summary["halving"] = {**plan.to_json(), "configuration_epochs_trained": state.configuration_epochs()}
     members = build_ensemble(results_dir, run_log, state, args.ensemble_size)
     if members:
         summary["ensemble"] = [member["run_id"] for member in members]

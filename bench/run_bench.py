@@ -7,7 +7,8 @@ markdown table (stdout):
 2. input pipeline headroom: one worker's Petastorm reader + ``transformation_fn`` against a training step;
 3. model hopper efficiency: ``model_selection.py`` (cerebro's 2 s polling and the project's setting)
    against the ideal of training each configuration alone, divided by the number of workers;
-4. accuracy parity: final validation balanced accuracy of each configuration, hopped against alone.
+4. accuracy parity: final validation balanced accuracy of each configuration, hopped against alone;
+5. successive halving: the same configurations searched with ``--search grid`` and ``--search sha``.
 
 Run from the project folder (``make bench`` does the same with the defaults)::
 
@@ -54,6 +55,8 @@ STOCK_POLLING_PERIOD_S = 2.0  # cerebro-dl's own polling period
 # lr 1e-4: at 1e-3 the few steps of the default data swing models between one-class output and
 # learning, which would make the accuracy comparison of stage 4 a coin toss.
 DEFAULT_GRID = {"lr": [1e-4], "l2_reg": [1e-3, 1e-4], "win_size": [7], "amp_factor": [1, 2]}
+# Stage 5: configurations that really differ (lr over 3 orders of magnitude, two widths), on small data.
+HALVING_GRID = {"lr": [1e-2, 1e-3, 1e-4, 1e-5], "l2_reg": [1e-4], "win_size": [1], "amp_factor": [1, 2]}
 DEFAULT_MODEL = {"win_size": 7, "amp_factor": 2, "l2_reg": 1e-4, "lr": 1e-4}  # the training step of stage 2
 SEARCH_BATCH_SIZE = 128  # model_selection.py's default sequences per step
 
@@ -430,6 +433,40 @@ def stage_accuracy_parity(hopper: dict) -> dict:
             "hopped_spread": max(c["hopped_spread"] for c in configs)}
 
 
+# Stage 5 ----------------------------------------------------------------------------------------------
+
+def stage_halving(store: Path, grid: dict, workers: int, epochs: int, eta: int, batch_size: int, seed: int) -> dict:
+    """Stage 5: ``model_selection.py --search grid`` against ``--search sha`` on the same configurations,
+    data, epochs and initial weights (seeded as in stage 3): wall-clock, configuration-epochs trained,
+    and the best configuration with its validation balanced accuracy under each."""
+    runs = {}
+    for search in ("grid", "sha"):
+        name = f"halving_{search}"
+        results = WORK / name
+        extra = ["--eta", str(eta)] if search == "sha" else []
+        wall_s, _ = run_command([sys.executable, "-m", "bench.seeded_model_selection", str(seed), "--data", str(store),
+                                 "--results", str(results), "--workers", str(workers), "--epochs", str(epochs),
+                                 "--batch-size", str(batch_size), "--search-space", json.dumps(grid),
+                                 "--search", search, "--ensemble-size", "1", *extra], WORK / f"{name}.log")
+        summary = json.loads((results / "summary.json").read_text())
+        with open(results / "models.csv", newline="") as handle:
+            models = list(csv.DictReader(handle))
+        runs[search] = {"wall_s": wall_s, "configuration_epochs": sum(int(model["epochs"]) for model in models),
+                        "best": config_key(summary["hyperparameters"]), "best_value": summary["value"],
+                        "final": {config_key(model): {"epochs": int(model["epochs"]),
+                                                      "val_balanced_accuracy": float(model["val_balanced_accuracy"])}
+                                  for model in models},
+                        **({"plan": summary["halving"]} if search == "sha" else {})}
+    grid_run, sha_run = runs["grid"], runs["sha"]
+    return {"machine": machine(), "configs": len(expand_grid(grid)), "grid": grid, "workers": workers, "epochs": epochs,
+            "eta": eta, "batch_size": batch_size, "seed": seed, "runs": runs,
+            "grid_s": grid_run["wall_s"], "sha_s": sha_run["wall_s"], "sha_over_grid": sha_run["wall_s"] / grid_run["wall_s"],
+            "grid_configuration_epochs": grid_run["configuration_epochs"],
+            "sha_configuration_epochs": sha_run["configuration_epochs"],
+            "best_grid": grid_run["best"], "best_sha": sha_run["best"], "same_best": grid_run["best"] == sha_run["best"],
+            "best_difference": abs(grid_run["best_value"] - sha_run["best_value"])}
+
+
 # Report -----------------------------------------------------------------------------------------------
 
 def table_rows(results: dict) -> list[tuple[str, str, str, str]]:
@@ -503,7 +540,34 @@ def table_rows(results: dict) -> list[tuple[str, str, str, str]]:
               "same initial weights; partition-by-partition order and one partial batch per partition"),
              ("4 parity", "largest difference between the two hopped runs", f"{parity['hopped_spread']:.3f}",
               "hop order and thread timing alone: the noise floor of the figure above")]
+    if "halving" in results:
+        rows += halving_rows(results["halving"])
     return rows
+
+
+def halving_rows(halving: dict) -> list[tuple[str, str, str, str]]:
+    grid_run, sha_run = halving["runs"]["grid"], halving["runs"]["sha"]
+    plan = sha_run["plan"]["brackets"][0]["rungs"]
+    rungs = " -> ".join(f"{rung['configurations']} x {rung['epoch']}" for rung in plan)
+    idle = [rung for rung in plan if rung["configurations"] < halving["workers"]]
+    where = "; ".join(f"{halving['workers'] - rung['configurations']} of {halving['workers']} workers idle up to "
+                      f"epoch {rung['epoch']}" for rung in idle)
+    what = f"{halving['configs']} configurations x {halving['epochs']} epochs, eta {halving['eta']}"
+    return [
+        ("5 halving", f"grid, {what.split(', eta')[0]}: wall-clock (s)", f"{halving['grid_s']:.0f}",
+         f"{halving['grid_configuration_epochs']} configuration-epochs"),
+        ("5 halving", f"sha, {what}: wall-clock (s)", f"{halving['sha_s']:.0f}",
+         f"{halving['sha_configuration_epochs']} configuration-epochs ({rungs}, configurations x epochs); "
+         f"{where or 'no worker idle'}; start-up and wrap-up as for grid"),
+        ("5 halving", "sha / grid, wall-clock", f"{halving['sha_over_grid']:.2f}",
+         f"configuration-epochs: {halving['sha_configuration_epochs'] / halving['grid_configuration_epochs']:.2f}; "
+         "the fixed costs of a run (Spark start, workers, wrap-up) are not halved"),
+        ("5 halving", "best configuration, grid vs sha, val balanced accuracy difference",
+         f"{halving['best_difference']:.3f}",
+         f"grid: {halving['best_grid']} {grid_run['best_value']:.4f}; sha: {halving['best_sha']} "
+         f"{sha_run['best_value']:.4f}" + ("" if halving["same_best"] else "; not the same configuration")
+         + "; hop order differs between the runs"),
+    ]
 
 
 def markdown_table(rows: list[tuple[str, str, str, str]]) -> str:
@@ -537,6 +601,16 @@ def parse_args() -> argparse.Namespace:
                         help="timed training steps of each process in stage 3's machine scaling (default %(default)s)")
     parser.add_argument("--grid", type=json.loads, default=DEFAULT_GRID,
                         help="JSON search space of stages 3 and 4 (default %(default)s)")
+    parser.add_argument("--halving-subjects", type=int, default=6,
+                        help="demo subjects of stage 5, successive halving (default %(default)s)")
+    parser.add_argument("--halving-hours", type=float, default=2.0,
+                        help="their hours of one day (default %(default)s)")
+    parser.add_argument("--halving-epochs", type=int, default=8, help="stage 5's most epochs (default %(default)s)")
+    parser.add_argument("--halving-eta", type=int, default=2, help="stage 5's eta (default %(default)s)")
+    parser.add_argument("--halving-grid", type=json.loads, default=HALVING_GRID,
+                        help="JSON search space of stage 5 (default %(default)s)")
+    parser.add_argument("--halving-only", action="store_true",
+                        help="run stage 5 only, keeping stages 1 to 4 of the previous bench/results.json")
     parser.add_argument("--data-path-only", action="store_true",
                         help="run stages 1 and 2 only, keeping stages 3 and 4 of the previous bench/results.json "
                              "(recorded there with the machine and date they ran on)")
@@ -551,6 +625,13 @@ def main() -> None:
     started = time.perf_counter()
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True)
+    if args.halving_only:
+        results = json.loads(RESULTS.read_text())
+        load = {"start": load_average()}
+        results["halving"] = stage_halving_with_data(args)
+        load["halving"] = results["halving"]["load_average"] = load_average()
+        finish(results, started, load)
+        return
     # Other processes on the machine slow every figure down: the 1-minute load average after each stage.
     load = {"start": load_average()}
     results = {"machine": machine(), "settings": vars(args), "load_average": load}
@@ -566,7 +647,7 @@ def main() -> None:
     if args.data_path_only:
         earlier = json.loads(RESULTS.read_text())
         kept = earlier.get("training_stages_measured") or {key: earlier[key] for key in ("machine", "settings")}
-        results.update({key: earlier[key] for key in ("model_hopper", "accuracy_parity")},
+        results.update({key: earlier[key] for key in ("model_hopper", "accuracy_parity", "halving") if key in earlier},
                        training_stages_measured=kept)
         finish(results, started, load)
         return
@@ -576,7 +657,18 @@ def main() -> None:
                                                  results["input_pipeline"]["pipeline"]["warm_rows_per_s"])
     load["model_hopper"] = load_average()
     results["accuracy_parity"] = stage_accuracy_parity(results["model_hopper"])
+    results["halving"] = stage_halving_with_data(args)
+    load["halving"] = load_average()
     finish(results, started, load)
+
+
+def stage_halving_with_data(args: argparse.Namespace) -> dict:
+    """Stage 5 on its own small store (see :func:`stage_halving`)."""
+    data = make_data(WORK / "h5_halving", args.halving_subjects, 1, args.halving_hours, args.seed)
+    store = WORK / "store_halving"
+    prep_with_spark(WORK / "h5_halving", store, args.workers, "prep_halving_store")
+    return {"data": data, **stage_halving(store, args.halving_grid, args.workers, args.halving_epochs,
+                                          args.halving_eta, args.batch_size, args.seed)}
 
 
 def finish(results: dict, started: float, load: dict) -> None:

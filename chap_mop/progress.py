@@ -2,8 +2,8 @@
 
     epoch 2/10 | model 5/16 (lr 0.001, l2 0.0001, 7 min, amp 2) on worker 1 | train loss 0.41 acc 0.86 bal 0.84 | 37/640 sub-epochs | ETA 3 h 12 min
 
-A run has ``2 x configurations x workers x epochs`` sub-epochs (training and validation). The
-ETA is the remaining sub-epochs times the mean measured duration of their kind (training or
+A run has ``2 x workers`` sub-epochs (training and validation) per configuration-epoch: its
+configurations x epochs, or fewer when successive halving stops some early. The ETA is the remaining sub-epochs times the mean measured duration of their kind (training or
 validation), divided by how many workers were busy on average so far: the pace of this session,
 idle workers and the driver's work between epochs included.
 """
@@ -30,16 +30,17 @@ class Progress:
     listener of :class:`chap_mop.cerebro_compat.reporting.ReportingBackend`.
 
     :param hyperparameters: run id -> hyper-parameters, filled as the search creates its runs.
-    :param epochs_done: epochs every configuration completed before this session (resume).
+    :param configuration_epochs: epochs all configurations train together (None: configurations x epochs).
+    :param configuration_epochs_done: of those, completed before this session (resume).
     """
 
     def __init__(self, hyperparameters: dict[str, dict], num_configurations: int, num_workers: int,
-                 num_epochs: int, epochs_done: int = 0, clock: Callable[[], float] = time.monotonic,
-                 out: Callable[[str], None] = print):
+                 num_epochs: int, configuration_epochs: int | None = None, configuration_epochs_done: int = 0,
+                 clock: Callable[[], float] = time.monotonic, out: Callable[[str], None] = print):
         self.hyperparameters = hyperparameters
         self.num_configurations, self.num_workers, self.num_epochs = num_configurations, num_workers, num_epochs
-        self.per_kind_total = num_configurations * num_workers * num_epochs
-        done = num_configurations * num_workers * epochs_done
+        self.per_kind_total = num_workers * (configuration_epochs or num_configurations * num_epochs)
+        done = num_workers * configuration_epochs_done
         self.done = {True: done, False: done}  # by is_train
         self.measured = {True: [], False: []}  # seconds of this session's sub-epochs, by is_train
         self.clock, self.out = clock, out

@@ -24,7 +24,7 @@ CLASS_NAMES = ("sitting", "not sitting")  # labels 0 and 1, see chap_mop.metrics
 LOG_SCALE_CANDIDATES = ("lr", "l2_reg")
 # Keys the summary list shows itself; every other scalar key goes to the settings table.
 SUMMARY_KEYS = {"best_run_id", "hyperparameters", "evaluation_metric", "value", "search", "epochs", "workers",
-                "data_store", "wall_clock_seconds", "resumes", "sequences_per_epoch", "test"}
+                "data_store", "wall_clock_seconds", "resumes", "sequences_per_epoch", "test", "halving"}
 
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #222; margin: 0; }
@@ -68,7 +68,8 @@ def write_report(path: Path, summary: dict, model_rows: list[dict], history_rows
     :param larger_is_better: the metric's direction (False for ``"loss"``).
     """
     column = "val_" + evaluation_metric.removeprefix("val_")  # summary.json names it with the prefix
-    ranked = sorted(model_rows, key=lambda row: rank_key(row.get(column), larger_is_better))
+    # Most epochs first: a configuration that successive halving stopped early does not outrank the finishers.
+    ranked = sorted(model_rows, key=lambda row: (-row.get("epochs", 0), *rank_key(row.get(column), larger_is_better)))
     best_run = summary.get("best_run_id", ranked[0]["run_id"] if ranked else None)
     sections = [summary_section(summary), leaderboard_section(ranked, hyperparameter_names, column, best_run),
                 figure_section("Learning curves", learning_curves(history_rows, ranked, hyperparameter_names))]
@@ -125,7 +126,8 @@ def summary_section(summary: dict) -> str:
              ("Metric", "evaluation_metric", str), ("Value", "value", format_value), ("Search", "search", str),
              ("Epochs", "epochs", str), ("Workers", "workers", str), ("Data store", "data_store", str),
              ("Wall-clock", "wall_clock_seconds", format_duration), ("Resumes", "resumes", lambda r: str(len(r))),
-             ("Sequences per epoch", "sequences_per_epoch", lambda _: sequences)]
+             ("Sequences per epoch", "sequences_per_epoch", lambda _: sequences),
+             ("Successive halving", "halving", halving_text)]
     pairs = [(label, show(summary[key])) for label, key, show in known if key in summary]
     settings = [(key, format_value(value)) for key, value in summary.items()
                 if key not in SUMMARY_KEYS and (value is None or isinstance(value, (str, int, float, bool)))]
@@ -133,8 +135,17 @@ def summary_section(summary: dict) -> str:
     return text + ("<h2>Settings</h2>" + key_value_table(settings) if settings else "") + "\n"
 
 
+def halving_text(halving: dict) -> str:
+    """``eta 2; bracket 1: 4 x 1 -> 2 x 2 (configurations x epochs); 6 of 8 configuration-epochs trained``."""
+    brackets = "; ".join(f"bracket {b['bracket']}: " + " -> ".join(f"{r['configurations']} x {r['epoch']}"
+                                                                  for r in b["rungs"]) for b in halving["brackets"])
+    return (f"eta {halving['eta']}; {brackets} (configurations x epochs); "
+            f"{halving['configuration_epochs_trained']} of {halving['configuration_epochs_without_stopping']} "
+            "configuration-epochs trained")
+
+
 def leaderboard_section(ranked: list[dict], names: list[str], column: str, best_run) -> str:
-    columns = [name for name in ["run_id", *names, *METRIC_COLUMNS, "epochs", "best_epoch"]
+    columns = [name for name in ["run_id", *names, *METRIC_COLUMNS, "epochs", "best_epoch", "stopped_at_rung"]
                if any(name in row for row in ranked)]
     header = "".join(f"<th>{html.escape(name.replace('_', ' '))}</th>" for name in ["rank", *columns])
     body = "".join(f'<tr{" class=best" if row.get("run_id") == best_run else ""}>{cell(rank)}'

@@ -25,12 +25,16 @@ class RunLog:
 
     Register :meth:`on_epoch_end` as an epoch listener of a cerebro search (see
     :mod:`chap_mop.cerebro_compat`); it adds the exact accuracy metrics and prints a table.
+
+    :param stopped_at: a halving search's run id -> rung at which it stopped (filled as it trains);
+        None for searches that train every configuration to the end.
     """
 
-    def __init__(self, search, evaluation_metric: str, num_epochs: int):
+    def __init__(self, search, evaluation_metric: str, num_epochs: int, stopped_at: dict[str, int] | None = None):
         self.search = search
         self.evaluation_metric = evaluation_metric
         self.num_epochs = num_epochs
+        self.stopped_at = stopped_at
         self.history: dict[str, dict[str, list[float]]] = {}
 
     def on_epoch_end(self, estimators: list, estimator_results: dict) -> None:
@@ -49,12 +53,13 @@ class RunLog:
         return len(self.history[run_id].get("val_loss", []))
 
     def ranked(self) -> list[str]:
-        """Run ids, best final validation value of the evaluation metric first (NaN last)."""
+        """Run ids, most epochs trained first (successive halving stops some early), then best final
+        validation value of the evaluation metric first (NaN last)."""
         metric, larger = "val_" + self.evaluation_metric, is_larger_better(self.evaluation_metric)
 
-        def key(run_id: str) -> tuple[bool, float]:
+        def key(run_id: str) -> tuple[int, bool, float]:
             value = self.history[run_id][metric][-1]
-            return value != value, -value if larger else value  # NaN != NaN
+            return -self.epochs_done(run_id), value != value, -value if larger else value  # NaN != NaN
 
         return sorted(self.history, key=key)
 
@@ -67,19 +72,23 @@ class RunLog:
     def table(self) -> str:
         """A fixed-width table of every run's latest metrics."""
         names = list(self.search.run_hyperparameters[next(iter(self.history))])
-        header = ["run", *names, "epoch", *METRIC_COLUMNS]
+        stops = self.stopped_at is not None
+        header = ["run", *names, "epoch", *(["stopped"] if stops else []), *METRIC_COLUMNS]
         lines = [header]
         for run_id, results in self.history.items():
             latest = [results.get(column, [float("nan")])[-1] for column in METRIC_COLUMNS]
+            stopped = [f"rung {self.stopped_at[run_id]}" if run_id in self.stopped_at else ""] if stops else []
             lines.append([run_id, *(self.params(run_id)[name] for name in names), self.epochs_done(run_id),
-                          *(f"{value:.4f}" for value in latest)])
+                          *stopped, *(f"{value:.4f}" for value in latest)])
         widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
         return "\n".join("  ".join(str(cell).rjust(width) for cell, width in zip(line, widths)) for line in lines)
 
     def model_rows(self) -> list[dict]:
+        """One row per configuration; halving searches add ``stopped_at_rung`` (empty: trained to the end)."""
         return [{"run_id": run_id, **self.params(run_id),
                  **{column: results[column][-1] for column in METRIC_COLUMNS},
-                 "epochs": self.epochs_done(run_id), "best_epoch": self.best_epoch(run_id)}
+                 "epochs": self.epochs_done(run_id), "best_epoch": self.best_epoch(run_id),
+                 **({} if self.stopped_at is None else {"stopped_at_rung": self.stopped_at.get(run_id, "")})}
                 for run_id, results in self.history.items()]
 
     def history_rows(self) -> list[dict]:

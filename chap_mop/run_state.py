@@ -36,7 +36,7 @@ OUTPUT_PATTERNS = ("validation_*.png",)
 PARTIAL_SUFFIX = ".partial"
 EPOCH_LOG_SUFFIX = ".epoch"  # TensorBoard event files of epoch k end in ".epoch<k>"
 # Settings that must be equal for a run to be resumed: anything else would make a different run.
-RESUME_KEYS = ("manifest_sha256", "search", "search_space", "samples", "batch_size", "metric")
+RESUME_KEYS = ("manifest_sha256", "search", "search_space", "samples", "batch_size", "metric", "eta", "min_epochs")
 FOREIGN_ENTRIES_SHOWN = 3
 
 
@@ -77,8 +77,9 @@ class RunState:
 
     ``configurations`` lists, in the order the search created them: ``run_id``,
     ``hyperparameters``, ``epochs_completed``, ``history`` ({metric: per-epoch values}),
-    ``checkpoint`` (path relative to the folder, or None before the first epoch) and any
-    search-specific ``extra`` (TPE's hyperopt values).
+    ``checkpoint`` (path relative to the folder, or None before the first epoch), any
+    search-specific ``extra`` (TPE's hyperopt values, a halving search's bracket) and, once
+    successive halving stopped it, ``stopped_at_rung``.
     """
 
     def __init__(self, folder: Path, data: dict):
@@ -125,8 +126,14 @@ class RunState:
         return self.data["status"] == "complete"
 
     def epochs_completed(self) -> int:
-        """Epochs that every configuration has completed (0 before the first)."""
-        return min((c["epochs_completed"] for c in self.configurations), default=0)
+        """Epochs that every configuration still training has completed (0 before the first);
+        configurations that successive halving stopped count only where they stopped."""
+        live = [c for c in self.configurations if not c.get("stopped_at_rung")] or self.configurations
+        return min((c["epochs_completed"] for c in live), default=0)
+
+    def configuration_epochs(self) -> int:
+        """Epochs completed by all configurations together."""
+        return sum(c["epochs_completed"] for c in self.configurations)
 
     def check_resumable(self, settings: dict) -> None:
         """Stop, naming the first difference, unless ``settings`` continue this run."""
@@ -138,6 +145,10 @@ class RunState:
                 raise ResultsFolderError(f"cannot resume the run in {self.folder}: {what}; use the run's own "
                                          "settings, or --overwrite to start a new run there")
         done = max((c["epochs_completed"] for c in self.configurations), default=0)
+        if self.settings.get("eta") is not None and settings["epochs"] != self.settings["epochs"]:
+            raise ResultsFolderError(f"cannot resume the {self.settings['search']} run in {self.folder} with --epochs "
+                                     f"{settings['epochs']}: its rungs were planned for --epochs "
+                                     f"{self.settings['epochs']}; pass that, or --overwrite to start a new run there")
         if settings["epochs"] < done:
             raise ResultsFolderError(f"cannot resume the run in {self.folder} with --epochs {settings['epochs']}: "
                                      f"it has completed {done} epochs; pass --epochs {done} or more")
@@ -146,6 +157,10 @@ class RunState:
         self.configurations.append({"run_id": run_id, "hyperparameters": hyperparameters, "epochs_completed": 0,
                                     "history": {}, "checkpoint": None, "extra": extra or {}})
         self.save()
+
+    def mark_stopped(self, run_id: str, rung: int) -> None:
+        """Successive halving stopped ``run_id`` at ``rung``; saved with the epoch (:meth:`save_epoch`)."""
+        next(c for c in self.configurations if c["run_id"] == run_id)["stopped_at_rung"] = rung
 
     def configuration(self, index: int) -> dict | None:
         return self.configurations[index] if index < len(self.configurations) else None

@@ -36,6 +36,17 @@ def real_fixture_subject() -> Path:
     return FIXTURE_SUBJECT
 
 
+@pytest.fixture(scope="session")
+def store(tmp_path_factory) -> Path:
+    """Petastorm store of 6 demo subjects (1 day of 8 h each) written by prep_petastorm_data.py, 2 partitions."""
+    from chap_mop.demo_data import write_demo_dataset
+    root = tmp_path_factory.mktemp("selection")
+    write_demo_dataset(root / "h5", subjects=6, days=1, hours_per_day=8, seed=1)
+    run_script("prep_petastorm_data.py", "--master", "local[2]", "--input", str(root / "h5"),
+               "--output", str(root / "store"), "--partitions", "2")
+    return root / "store"
+
+
 def run_script(script: str, *args: str, check: bool = True, timeout_s: float = 1200) -> subprocess.CompletedProcess:
     """Run one of the project's top-level scripts with this interpreter, output captured.
 

@@ -81,6 +81,25 @@ def test_both_scripts_run_on_a_standalone_cluster(cluster, scripts, demo_h5, tmp
     assert all(any((results / "runs" / m["run_id"]).glob("*.h5")) for m in models)
 
 
+def test_successive_halving_and_hyperband_run_on_a_standalone_cluster(cluster, scripts, demo_h5, tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    prepare(scripts, cluster, demo_h5, work)
+    for search, epochs_trained in (("sha", [1, 2]), ("hyperband", [1, 2, 2, 2])):
+        selection = scripts("model_selection.py", ["--master", cluster.master_url, "--data", "store", "--results",
+                                                   search, "--workers", "2", "--epochs", "2", "--batch-size", "8",
+                                                   "--search-space", GRID, "--search", search, "--eta", "2"],
+                            work, work / f"{search}.log")
+        assert selection.wait(SCRIPT_TIMEOUT_S) == 0, selection.tail()
+        models = list(csv.DictReader(open(work / search / "models.csv")))
+        assert sorted(int(m["epochs"]) for m in models) == epochs_trained, search
+        assert sum(m["stopped_at_rung"] == "1" for m in models) == 1, search
+        summary = json.loads((work / search / "summary.json").read_text())
+        assert summary["best_run_id"] in {m["run_id"] for m in models if m["epochs"] == "2"}
+    # sha: after rung 1 one configuration is left for 2 workers.
+    assert "epoch 2/2: 1 live configuration on 2 workers, 1 idle" in (work / "sha.log").read_text()
+
+
 def test_losing_a_worker_ends_model_selection_with_a_clear_error(cluster, scripts, demo_h5, tmp_path):
     work = tmp_path / "work"
     work.mkdir()

@@ -59,7 +59,7 @@ def test_progress_line_and_eta_follow_the_measured_pace():
 
 def test_progress_counts_the_epochs_of_a_resumed_run():
     lines, clock = [], Clock()
-    progress = Progress(PARAMS, 2, 2, num_epochs=3, epochs_done=2, clock=clock, out=lines.append)
+    progress = Progress(PARAMS, 2, 2, num_epochs=3, configuration_epochs_done=4, clock=clock, out=lines.append)
     clock.now = 5.0
     progress.on_sub_epoch(sub_epoch("model_a", 0, True, 5.0))
     assert "| 17/24 sub-epochs |" in lines[-1]

@@ -16,16 +16,6 @@ GRID = '{"lr": [0.001], "l2_reg": [0.001, 0.0001], "win_size": [1, 2], "amp_fact
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    """Petastorm store of 6 demo subjects written by prep_petastorm_data.py."""
-    root = tmp_path_factory.mktemp("selection")
-    write_demo_dataset(root / "h5", subjects=6, days=1, hours_per_day=8, seed=1)
-    run_script("prep_petastorm_data.py", "--master", "local[2]", "--input", str(root / "h5"),
-               "--output", str(root / "store"), "--partitions", "2")
-    return root / "store"
-
-
-@pytest.fixture(scope="module")
 def selection(store, tmp_path_factory):
     results = tmp_path_factory.mktemp("results") / "out"
     run = run_script("model_selection.py", "--master", "local[2]", "--data", str(store), "--results", str(results),

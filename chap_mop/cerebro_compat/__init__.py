@@ -10,7 +10,8 @@ and applies every patch once:
 * :mod:`.data_path`   workers read their shard with :mod:`chap_mop.shard_reader`, not Petastorm;
 * :mod:`.reporting`   the driver hears of every finished sub-epoch (a SparkBackend subclass);
 * :mod:`.resumable`   grid, random and TPE searches that save every epoch and resume (subclasses,
-  not patches).
+  not patches);
+* :mod:`.halving_search` successive halving and Hyperband on model hopping (a subclass of those).
 
 The patches are written against cerebro-dl 1.1.1 exactly: on any other version the import stops
 with a message instead of half-applying them.

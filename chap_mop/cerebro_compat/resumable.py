@@ -66,14 +66,22 @@ class ResumableSearch:
     def _train_epochs(self, estimators: list, results: dict) -> None:
         """Train and validate ``estimators`` epoch by epoch up to ``num_epochs``, saving each epoch."""
         while min(estimator.getEpochs() for estimator in estimators) < self.num_epochs:
-            for is_train in (True, False):
-                update_model_results(results, self.backend.train_for_one_epoch(
-                    estimators, self.store, self.feature_cols, self.label_cols, is_train=is_train))
-            self._log_epoch_metrics_to_tensorboard(estimators, results)
-            ids = [estimator.getRunId() for estimator in estimators]
-            self.run_state.save_epoch({run_id: self._checkpoint(run_id) for run_id in ids},
-                                      {run_id: results[run_id] for run_id in ids},
-                                      {estimator.getRunId(): estimator.getEpochs() for estimator in estimators})
+            self._train_epoch(estimators, results)
+
+    def _train_epoch(self, estimators: list, results: dict) -> None:
+        """Train and validate ``estimators`` for one epoch, call the epoch listeners, then save the epoch."""
+        for is_train in (True, False):
+            update_model_results(results, self.backend.train_for_one_epoch(
+                estimators, self.store, self.feature_cols, self.label_cols, is_train=is_train))
+        self._log_epoch_metrics_to_tensorboard(estimators, results)
+        self._after_epoch(estimators, results)
+        ids = [estimator.getRunId() for estimator in estimators]
+        self.run_state.save_epoch({run_id: self._checkpoint(run_id) for run_id in ids},
+                                  {run_id: results[run_id] for run_id in ids},
+                                  {estimator.getRunId(): estimator.getEpochs() for estimator in estimators})
+
+    def _after_epoch(self, estimators: list, results: dict) -> None:
+        """Decisions that belong to the epoch's saved state (successive halving's cuts); none here."""
 
     def _local(self, store_path: str) -> Path:
         return Path(self.store.get_localized_path(store_path))
@@ -83,7 +91,10 @@ class ResumableSearch:
         return self._local(self.store.get_checkpoint_path(run_id))
 
     def _best_result(self, estimators: list, results: dict, metadata) -> ModelSelectionResult:
-        """cerebro's result: the run with the best final validation value of the evaluation metric."""
+        """cerebro's result: of the runs that trained the most epochs, the one with the best final
+        validation value of the evaluation metric."""
+        most = max(estimator.getEpochs() for estimator in estimators)
+        estimators = [estimator for estimator in estimators if estimator.getEpochs() == most]
         values = [results[estimator.getRunId()]["val_" + self.evaluation_metric][-1] for estimator in estimators]
         best = estimators[int((np.argmax if is_larger_better(self.evaluation_metric) else np.argmin)(values))]
         model = best.create_model(results[best.getRunId()], best.getRunId(), metadata)

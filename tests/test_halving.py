@@ -1,0 +1,148 @@
+"""Successive halving and Hyperband: the plan's arithmetic, and model_selection.py end to end on
+real local Spark (4 configurations, eta 2, 2 epochs, 2 workers), killed and resumed included."""
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from chap_mop.halving import (Bracket, Rung, default_min_epochs, hyperband, make_plan, successive_halving,
+                              survivors)
+from conftest import TrackedScript, run_script
+
+GRID = '{"lr": [0.01, 0.0001], "l2_reg": [0.0001], "win_size": [1], "amp_factor": [1, 2]}'
+SCRIPT_TIMEOUT_S = 600
+
+
+def selection_args(store: Path, results: Path, *extra: str) -> list[str]:
+    return ["--master", "local[2]", "--data", str(store), "--results", str(results), "--workers", "2",
+            "--epochs", "2", "--batch-size", "16", "--search-space", GRID, *extra]
+
+
+def rows(path: Path) -> list[dict]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+# The plan -------------------------------------------------------------------------------------
+
+def test_successive_halving_keeps_ceil_n_over_eta_at_each_rung():
+    assert successive_halving(8, 2, 8, 1).rungs == (Rung(1, 8), Rung(2, 4), Rung(4, 2), Rung(8, 1))
+    assert successive_halving(10, 3, 9, 1).rungs == (Rung(1, 10), Rung(3, 4), Rung(9, 2))
+    # Once one configuration is left it trains straight to the last epoch.
+    assert successive_halving(9, 3, 10, 1).rungs == (Rung(1, 9), Rung(3, 3), Rung(10, 1))
+    assert successive_halving(8, 2, 8, 1).configuration_epochs() == 8 + 4 + 2 * 2 + 1 * 4
+
+
+def test_default_min_epochs_fits_about_log_eta_n_rungs():
+    assert default_min_epochs(4, 2, 2) == 1  # 2 cuts wanted, 2 epochs: start at 1
+    assert default_min_epochs(9, 3, 27) == 3  # 2 cuts: 3 -> 9 -> 27
+    assert default_min_epochs(8, 2, 16) == 2  # 3 cuts: 2 -> 4 -> 8 -> 16
+
+
+def test_hyperband_brackets_follow_li_et_al():
+    """R = 9, eta = 3 (Li et al. 2018, Table 1 in units of one epoch): s_max = 2, B = 27."""
+    expected = []
+    for s in (2, 1, 0):
+        n = math.ceil(3 * 3 ** s / (s + 1))
+        expected.append(Bracket(tuple(Rung(9 * 3 ** (i - s), math.floor(n * 3 ** -i)) for i in range(s + 1))))
+    assert hyperband(3, 9, 1) == tuple(expected)
+    assert [[(r.configurations, r.epoch) for r in b.rungs] for b in expected] == \
+        [[(9, 1), (3, 3), (1, 9)], [(5, 3), (1, 9)], [(3, 9)]]
+    plan = make_plan("hyperband", {"lr": [1, 2, 3]}, None, 3, 9, None)
+    assert len(plan.configurations) == 17 and plan.bracket_of.count(1) == 5
+    assert plan.configuration_epochs() == (9 + 3 * 2 + 6) + (5 * 3 + 6) + 3 * 9
+
+
+def test_survivors_rank_by_direction_with_nan_last_and_ties_to_the_earlier():
+    assert survivors([0.5, 0.9, 0.7, 0.9], 2, larger_is_better=True) == [1, 3]
+    assert survivors([0.5, 0.9, 0.7], 2, larger_is_better=False) == [0, 2]
+    assert survivors([float("nan"), 0.2, 0.2], 2, larger_is_better=True) == [1, 2]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--search", "sha", "--eta", "1"], "--eta 1: expected 2 or more"),
+    (["--search", "sha", "--eta", "2", "--min-epochs", "3"], "--min-epochs 3: expected 1 to --epochs (2)"),
+    (["--search", "sha", "--eta", "5"], "--search sha with 4 configurations and --eta 5: expected at least eta"),
+    (["--search", "hyperband", "--eta", "3"], "expected at least eta x min-epochs (3) epochs"),
+    (["--search", "hyperband", "--eta", "2", "--samples", "4"], "--samples does not apply to --search hyperband"),
+    (["--search", "grid", "--eta", "2"], "--eta and --min-epochs apply to --search sha and hyperband"),
+])
+def test_bad_halving_settings_stop_before_training(store, tmp_path, args, message):
+    run = run_script("model_selection.py", *selection_args(store, tmp_path / "r", *args), check=False)
+    assert run.returncode == 2 and message in run.stderr, run.stderr
+    assert not (tmp_path / "r").exists()
+
+
+# End to end -----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def sha(store, tmp_path_factory):
+    results = tmp_path_factory.mktemp("sha") / "results"
+    run = run_script("model_selection.py", *selection_args(store, results, "--search", "sha", "--eta", "2"))
+    return results, run.stdout
+
+
+def test_only_the_best_half_after_epoch_1_trains_epoch_2(sha):
+    results, stdout = sha
+    models, history = rows(results / "models.csv"), rows(results / "history.csv")
+    epoch_1 = {row["run_id"]: float(row["val_balanced_accuracy"]) for row in history if row["epoch"] == "1"}
+    order = [model["run_id"] for model in models]
+    best_two = sorted(sorted(order, key=lambda run_id: (-epoch_1[run_id], order.index(run_id)))[:2])
+    trained_2 = sorted(row["run_id"] for row in history if row["epoch"] == "2")
+    assert len(models) == 4 and trained_2 == best_two
+    for model in models:
+        finished = model["run_id"] in best_two
+        assert model["epochs"] == ("2" if finished else "1")
+        assert model["stopped_at_rung"] == ("" if finished else "1")
+        assert sum(row["run_id"] == model["run_id"] for row in history) == int(model["epochs"])
+    summary = json.loads((results / "summary.json").read_text())
+    assert summary["best_run_id"] in best_two and summary["search"] == "sha"
+    assert summary["halving"]["brackets"] == [{"bracket": 1, "rungs": [{"epoch": 1, "configurations": 4},
+                                                                        {"epoch": 2, "configurations": 2}]}]
+    assert summary["halving"]["configuration_epochs_trained"] == 6
+    assert summary["halving"]["configuration_epochs_without_stopping"] == 8
+    assert set(summary["ensemble"]) == set(best_two)  # stopped configurations never join the ensemble
+    assert "rung 1 (epoch 1): 2 of 4 configurations go on by val_balanced_accuracy" in stdout
+    assert "| 24/24 sub-epochs | done" in stdout  # 2 workers x 2 kinds x 6 configuration-epochs
+    page = (results / "report.html").read_text()
+    assert "<th>stopped at rung</th>" in page and "Successive halving" in page
+
+
+def test_hyperband_trains_the_brackets_it_prints(store, tmp_path):
+    """eta 2, 2 epochs: s_max = 1; bracket 1: 2 configurations x 1 epoch -> 1 x 2; bracket 2: 2 x 2."""
+    results = tmp_path / "results"
+    run = run_script("model_selection.py", *selection_args(store, results, "--search", "hyperband", "--eta", "2"))
+    assert "bracket 1: 2 x 1 -> 1 x 2 (configurations x epochs)" in run.stdout
+    assert "bracket 2: 2 x 2 (configurations x epochs)" in run.stdout
+    summary = json.loads((results / "summary.json").read_text())
+    assert [[(r["configurations"], r["epoch"]) for r in b["rungs"]] for b in summary["halving"]["brackets"]] == \
+        [[(2, 1), (1, 2)], [(2, 2)]]
+    models = rows(results / "models.csv")
+    assert sorted(int(model["epochs"]) for model in models) == [1, 2, 2, 2]
+    assert summary["halving"]["configuration_epochs_trained"] == 7  # bracket 1: 2 + 1, bracket 2: 2 x 2
+    assert summary["best_run_id"] in {model["run_id"] for model in models if model["epochs"] == "2"}
+
+
+def test_a_killed_sha_run_resumes_the_same_brackets(store, tmp_path, request):
+    """Killed during epoch 2, after the cut of rung 1 was saved: the resumed run trains only the
+    survivors and ends with the same stopped configurations."""
+    results = tmp_path / "results"
+    args = selection_args(store, results, "--search", "sha", "--eta", "2")
+    killed = TrackedScript("model_selection.py", args, tmp_path, tmp_path / "killed.log")
+    request.addfinalizer(killed.stop)
+    killed.wait_for(lambda output: "\nepoch 2/2 | " in output, "a completed sub-epoch of epoch 2", SCRIPT_TIMEOUT_S)
+    killed.stop()
+    saved = json.loads((results / "run_state.json").read_text())["configurations"]
+    stopped = {c["run_id"] for c in saved if c.get("stopped_at_rung") == 1}
+    assert len(stopped) == 2 and all(c["epochs_completed"] == 1 for c in saved)
+
+    resumed = run_script("model_selection.py", *args, "--resume", timeout_s=SCRIPT_TIMEOUT_S)
+    assert "resuming 4 configurations after epoch 1 of 2" in resumed.stdout
+    assert "rung 1 (epoch 1)" not in resumed.stdout  # the cut is not made again
+    assert "| 24/24 sub-epochs | done" in resumed.stdout
+    models = rows(results / "models.csv")
+    assert {model["run_id"] for model in models if model["stopped_at_rung"] == "1"} == stopped
+    assert {model["run_id"] for model in models if model["epochs"] == "2"} == \
+        {c["run_id"] for c in saved} - stopped
