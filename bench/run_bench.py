@@ -603,7 +603,7 @@ def parse_args() -> argparse.Namespace:
                         help="JSON search space of stages 3 and 4 (default %(default)s)")
     parser.add_argument("--halving-subjects", type=int, default=16,
                         help="demo subjects of stage 5, successive halving (default %(default)s)")
-    parser.add_argument("--halving-hours", type=float, default=1.0,
+    parser.add_argument("--halving-hours", type=float, default=0.75,
                         help="their hours of one day (default %(default)s)")
     parser.add_argument("--halving-epochs", type=int, default=8, help="stage 5's most epochs (default %(default)s)")
     parser.add_argument("--halving-eta", type=int, default=2, help="stage 5's eta (default %(default)s)")
