@@ -21,7 +21,6 @@ import argparse
 import csv
 import datetime
 import importlib.metadata
-import itertools
 import json
 import os
 import platform
@@ -39,7 +38,7 @@ from pathlib import Path
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from chap_mop import prep
+from chap_mop import halving, prep
 from chap_mop.cerebro_compat import DEFAULT_POLLING_PERIOD_S
 from chap_mop.demo_data import write_demo_dataset
 from chap_mop.h5_format import read_day_file
@@ -259,12 +258,6 @@ def stage_input_pipeline(store: Path, workers: int, batch_size: int, steps: int)
 
 # Stage 3 ----------------------------------------------------------------------------------------------
 
-def expand_grid(space: dict) -> list[dict]:
-    """Every configuration of a grid, as ``{name: value}``."""
-    names = list(space)
-    return [dict(zip(names, values)) for values in itertools.product(*(space[name] for name in names))]
-
-
 def config_key(config: dict) -> str:
     """A configuration's identity across model_selection.py's models.csv and the one-by-one runs."""
     return (f"lr={float(config['lr']):g} l2_reg={float(config['l2_reg']):g} win_size={int(config['win_size'])} "
@@ -284,7 +277,7 @@ def run_model_selection(store: Path, grid: dict, workers: int, epochs: int, batc
                                  "--verbose"],  # cerebro's own lines are what time_split reads
                                 WORK / f"{name}.log")
     split = time_split(lines, wall_s, workers)
-    expected = len(expand_grid(grid)) * workers * epochs * 2  # a train and a validation visit per worker
+    expected = len(halving.grid(grid)) * workers * epochs * 2  # a train and a validation visit per worker
     if split["sub_epochs"] != expected:
         raise BenchError(f"{name}: {split['sub_epochs']} sub-epoch timing lines, expected {expected}; "
                          f"see {WORK / name}.log")
@@ -387,7 +380,7 @@ def stage_model_hopper(store: Path, grid: dict, workers: int, epochs: int, batch
     :param steps: timed steps of each process in :func:`machine_scaling`.
     :param pipeline_rows_per_s: stage 2's warm reader rate, to estimate the time spent reading.
     """
-    configs = expand_grid(grid)
+    configs = halving.grid(grid)
     scaling = machine_scaling(workers, batch_size, steps)
     alone = single_worker("one-by-one", "one_by_one", store=str(store), configs=configs, epochs=epochs,
                           batch_size=batch_size, seed=seed)
@@ -458,7 +451,7 @@ def stage_halving(store: Path, grid: dict, workers: int, epochs: int, eta: int, 
                                   for model in models},
                         **({"plan": summary["halving"]} if search == "sha" else {})}
     grid_run, sha_run = runs["grid"], runs["sha"]
-    return {"machine": machine(), "configs": len(expand_grid(grid)), "grid": grid, "workers": workers, "epochs": epochs,
+    return {"machine": machine(), "configs": len(halving.grid(grid)), "grid": grid, "workers": workers, "epochs": epochs,
             "eta": eta, "batch_size": batch_size, "seed": seed, "runs": runs,
             "grid_s": grid_run["wall_s"], "sha_s": sha_run["wall_s"], "sha_over_grid": sha_run["wall_s"] / grid_run["wall_s"],
             "grid_configuration_epochs": grid_run["configuration_epochs"],

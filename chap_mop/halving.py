@@ -10,7 +10,7 @@ Here every bracket starts at epoch 0, so the brackets of a Hyperband search trai
 one lock step: every epoch trains all live configurations of all brackets, which keeps more
 workers busy than running the brackets one after another.
 
-Everything here is arithmetic on plain values; :class:`chap_mop.cerebro_compat.resumable.
+Everything here is arithmetic on plain values; :class:`chap_mop.cerebro_compat.halving_search.
 ResumableHalvingSearch` applies it to cerebro's estimators.
 """
 import itertools
@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from chap_mop.errors import InputError
+from chap_mop.report import rank_key
 
 DEFAULT_ETA = 3
 DRAW_SEED = 2020  # cerebro's own seed: the same flags draw the same configurations
@@ -184,8 +185,4 @@ def make_plan(search: str, space: dict[str, list], samples: int | None, eta: int
 
 def survivors(values: list[float], keep: int, larger_is_better: bool) -> list[int]:
     """Indices of the ``keep`` best ``values`` (NaN last, ties to the earlier), in their original order."""
-    def key(index: int) -> tuple[bool, float]:
-        value = values[index]
-        return value != value, -value if larger_is_better else value
-
-    return sorted(sorted(range(len(values)), key=key)[:keep])
+    return sorted(sorted(range(len(values)), key=lambda index: rank_key(values[index], larger_is_better))[:keep])
