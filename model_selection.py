@@ -23,6 +23,7 @@ runtime_env.configure(verbose=runtime_env.verbose_requested(sys.argv[1:]))
 
 from chap_mop import cerebro_compat  # first import of cerebro: patches it
 from chap_mop import run_state
+from chap_mop.cerebro_compat.hopping import DEFAULT_MODEL_CACHE_MB, HoppingBackend
 from chap_mop.chap_model import build_chap_model
 from chap_mop.data_store import held_out_dir, read_store
 from chap_mop.ensemble import read_members, save_members
@@ -43,15 +44,19 @@ LABEL_COLUMNS = ["label"]
 SHUFFLE_SEQUENCES = 256  # per worker; about 13 MB at 7 minutes
 
 
-def estimator_gen_fn(params: dict, batch_size: int):
+def estimator_gen_fn(params: dict, batch_size: int, seed: int | None = None):
     """A cerebro SparkEstimator of the CHAP model for one configuration.
 
     :param params: ``lr`` (Adam learning rate), ``l2_reg`` (L2 penalty), ``win_size`` (minutes
         per sequence), ``amp_factor`` (CNN width multiplier).
     :param batch_size: Sequences per training step.
+    :param seed: initial weights from this seed (None: random), the same for every run that gives it.
     """
     from cerebro.keras import SparkEstimator
     import tensorflow as tf
+
+    if seed is not None:
+        tf.keras.utils.set_random_seed(seed)
 
     seq_len = sequence_length(params["win_size"])
     return SparkEstimator(
@@ -102,13 +107,13 @@ def sequences_per_epoch(train, val, win_sizes: list[int], num_workers: int) -> d
 
 
 def make_search(kind: str, samples: int, plan: HalvingPlan | None, backend, store, space: dict, epochs: int,
-                metric: str, batch_size: int, state: run_state.RunState, verbose: bool):
+                metric: str, batch_size: int, seed: int | None, state: run_state.RunState, verbose: bool):
     from cerebro.tune import hp_choice
     from chap_mop.cerebro_compat.halving_search import ResumableHalvingSearch
     from chap_mop.cerebro_compat.resumable import SEARCHES
 
     common = dict(backend=backend, store=store, search_space={k: hp_choice(v) for k, v in space.items()},
-                  estimator_gen_fn=functools.partial(estimator_gen_fn, batch_size=batch_size),
+                  estimator_gen_fn=functools.partial(estimator_gen_fn, batch_size=batch_size, seed=seed),
                   num_epochs=epochs, evaluation_metric=metric, label_columns=LABEL_COLUMNS,
                   # verbose 2: cerebro's lines and Keras' one line per sub-epoch; 0: chap_mop.progress's only
                   feature_columns=FEATURE_COLUMNS, verbose=2 if verbose else 0, run_state=state)
@@ -134,7 +139,7 @@ def run_settings(args: argparse.Namespace, space: dict, manifest: dict) -> dict:
     """What defines a run, saved in its state; a resume must repeat all of it but ``epochs``."""
     return {"data_store": str(Path(args.data).resolve()), "manifest_sha256": run_state.manifest_fingerprint(manifest),
             "search": args.search, "search_space": space, "samples": None if args.search == "grid" else args.samples,
-            "batch_size": args.batch_size, "metric": args.metric, "epochs": args.epochs,
+            "batch_size": args.batch_size, "metric": args.metric, "epochs": args.epochs, "seed": args.seed,
             **({"eta": args.eta, "min_epochs": args.min_epochs} if args.search in ("sha", "hyperband") else {})}
 
 
@@ -197,6 +202,8 @@ def main() -> None:
     search_space = {"lr": [1e-3, 1e-4], "l2_reg": [1e-3, 1e-4], "win_size": [7, 9], "amp_factor": [2, 4]}
     RESULTS_DIR = str(PROJECT / "results")
     POLLING_PERIOD_S = cerebro_compat.DEFAULT_POLLING_PERIOD_S  # driver's check of its workers; cerebro's is 2 s
+    SEED = None  # initial weights and shuffles; None: random, a number: the same run every time
+    MODEL_CACHE_MB = DEFAULT_MODEL_CACHE_MB  # per worker: compiled models kept between hops
     MLFLOW_TRACKING_URI, MLFLOW_EXPERIMENT = None, "chap-model-selection"  # None: no MLflow tracking
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -232,6 +239,12 @@ def main() -> None:
                         help="replace the run in --results (only the files the run wrote are removed)")
     parser.add_argument("--polling-period", type=float, default=POLLING_PERIOD_S,
                         help="seconds between the driver's checks of its workers (default %(default)s)")
+    parser.add_argument("--seed", type=int, default=SEED,
+                        help="seed of every configuration's initial weights and of each sub-epoch's shuffle, so "
+                             "that a run repeats exactly (default: unseeded)")
+    parser.add_argument("--model-cache-mb", type=float, default=MODEL_CACHE_MB,
+                        help="MB of model variables each worker keeps between hops, least recently used "
+                             "dropped first (0: rebuild the model on every visit; default %(default)s)")
     parser.add_argument("--mlflow-tracking-uri", default=MLFLOW_TRACKING_URI,
                         help="log the run to MLflow: a tracking server (http://host:5000) or a local store "
                              "(file:/path, sqlite:///path.db); off by default")
@@ -298,13 +311,13 @@ def run(args: argparse.Namespace) -> None:
         state.save()
 
     from cerebro.storage import LocalStore
-    from chap_mop.cerebro_compat.reporting import ReportingBackend
 
     store = LocalStore(str(Path(args.data).resolve()), runs_path=str(results_dir / "runs"))
-    backend = ReportingBackend(spark_context=spark.sparkContext, num_workers=num_workers,
-                               polling_period=args.polling_period, verbose=int(args.verbose))
+    backend = HoppingBackend(spark_context=spark.sparkContext, num_workers=num_workers,
+                             polling_period=args.polling_period, verbose=int(args.verbose),
+                             model_cache_mb=args.model_cache_mb, seed=args.seed)
     search = make_search(args.search, args.samples, plan, backend, store, space, args.epochs, args.metric,
-                         args.batch_size, state, args.verbose)
+                         args.batch_size, args.seed, state, args.verbose)
     search.run_hyperparameters = {}
     backend.sub_epoch_listeners.append(Progress(
         search.run_hyperparameters, num_configurations, num_workers, args.epochs,

@@ -144,8 +144,8 @@ def balanced_accuracy(labels: np.ndarray, probabilities: np.ndarray) -> float:
 def one_by_one(store: str, configs: list[dict], epochs: int, batch_size: int, seed: int) -> dict:
     """Train each configuration alone on all train sequences held in memory, validating every epoch.
 
-    cerebro streams each partition in stored order without shuffling, so ``fit`` does not shuffle
-    either. Per configuration and epoch: seconds of ``fit`` and of validation (``predict`` on all
+    ``fit`` shuffles all sequences every epoch (seeded), as a configuration trained alone would be;
+    model_selection.py shuffles 256 sequences at a time within each worker's partition. Per configuration and epoch: seconds of ``fit`` and of validation (``predict`` on all
     validation sequences), and the exact validation balanced accuracy. The first epoch's times
     include tracing the Keras functions, which later epochs reuse.
     """
@@ -163,7 +163,7 @@ def one_by_one(store: str, configs: list[dict], epochs: int, batch_size: int, se
         fit_s, val_s, val_balanced_accuracy = [], [], []
         for epoch in range(epochs):
             started = time.perf_counter()
-            model.fit(x, y, batch_size=batch_size, epochs=epoch + 1, initial_epoch=epoch, shuffle=False, verbose=0)
+            model.fit(x, y, batch_size=batch_size, epochs=epoch + 1, initial_epoch=epoch, shuffle=True, verbose=0)
             fit_s.append(time.perf_counter() - started)
             started = time.perf_counter()
             probabilities = model.predict(x_val, batch_size=batch_size, verbose=0)

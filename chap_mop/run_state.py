@@ -36,7 +36,7 @@ OUTPUT_PATTERNS = ("validation_*.png",)
 PARTIAL_SUFFIX = ".partial"
 EPOCH_LOG_SUFFIX = ".epoch"  # TensorBoard event files of epoch k end in ".epoch<k>"
 # Settings that must be equal for a run to be resumed: anything else would make a different run.
-RESUME_KEYS = ("manifest_sha256", "search", "search_space", "samples", "batch_size", "metric", "eta", "min_epochs")
+RESUME_KEYS = ("manifest_sha256", "search", "search_space", "samples", "batch_size", "metric", "eta", "min_epochs", "seed")
 FOREIGN_ENTRIES_SHOWN = 3
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import psutil
 import pytest
 
+from chap_mop import hop_checkpoint
 from chap_mop.demo_data import write_demo_dataset
 from chap_mop.run_state import CHECKPOINTS_DIR, STATE_NAME
 from conftest import run_script
@@ -66,10 +67,10 @@ def killed_and_resumed(store, tmp_path_factory, request):
 
     before = json.loads((results / STATE_NAME).read_text())
     kept = {c["run_id"]: results / c["checkpoint"] for c in before["configurations"]}
-    working = {run_id: results / "runs" / run_id / "checkpoint.h5" for run_id in kept}
+    hops = {run_id: hop_checkpoint.path_in(results / "runs" / run_id) for run_id in kept}
     snapshot = {"state": before, "digests": {r: hashlib.sha256(p.read_bytes()).hexdigest() for r, p in kept.items()},
                 "end_of_epoch_1": {r: weights(p) for r, p in kept.items()},
-                "working": {r: weights(p) for r, p in working.items()}}
+                "hop_visits": {r: hop_checkpoint.read(p).visits for r, p in hops.items() if p.exists()}}
     resumed = run_script("model_selection.py", *selection_args(store, results, "--resume"),
                          timeout_s=SCRIPT_TIMEOUT_S)
     return results, snapshot, resumed.stdout
@@ -79,9 +80,8 @@ def test_the_kill_came_after_epoch_1_and_during_epoch_2(killed_and_resumed):
     _, snapshot, _ = killed_and_resumed
     assert [c["epochs_completed"] for c in snapshot["state"]["configurations"]] == [1, 1]
     assert snapshot["state"]["status"] == "running"
-    # A sub-epoch of epoch 2 overwrote at least one working checkpoint: it is not the end of epoch 1.
-    assert any(any(not np.array_equal(snapshot["working"][r][name], value) for name, value in saved.items())
-               for r, saved in snapshot["end_of_epoch_1"].items())
+    # A training sub-epoch of epoch 2 moved a configuration on: its hop checkpoint is past epoch 1's 2 visits.
+    assert max(snapshot["hop_visits"].values()) > 2
 
 
 def test_resume_starts_epoch_2_from_the_end_of_epoch_1(killed_and_resumed):
@@ -94,6 +94,9 @@ def test_resume_starts_epoch_2_from_the_end_of_epoch_1(killed_and_resumed):
     # weights and optimizer state are too.
     assert resume["restored"] == snapshot["digests"]
     assert all(snapshot["end_of_epoch_1"][r] for r in resume["restored"])
+    # The killed run's later hop checkpoints were discarded: the hops counted again from the restored epoch.
+    for run_id in resume["restored"]:
+        assert hop_checkpoint.read(hop_checkpoint.path_in(results / "runs" / run_id)).visits == 2 * (EPOCHS - 1)
 
 
 def test_resumed_run_ends_with_the_files_of_an_uninterrupted_run(killed_and_resumed):

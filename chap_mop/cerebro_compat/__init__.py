@@ -9,6 +9,8 @@ and applies every patch once:
 * :mod:`.faults`      a lost worker ends the run with one clear error; clean teardown;
 * :mod:`.data_path`   workers read their shard with :mod:`chap_mop.shard_reader`, not Petastorm;
 * :mod:`.reporting`   the driver hears of every finished sub-epoch (a SparkBackend subclass);
+* :mod:`.hopping`     an epoch's training and validation in one schedule, on models that stay on
+  their workers between hops (a subclass of that; the worker's side is :mod:`chap_mop.hop`);
 * :mod:`.resumable`   grid, random and TPE searches that save every epoch and resume (subclasses,
   not patches);
 * :mod:`.halving_search` successive halving and Hyperband on model hopping (a subclass of those).
@@ -24,7 +26,7 @@ from chap_mop import runtime_env
 # TensorFlow's libraries log while they load.
 runtime_env.import_tensorflow()
 
-from chap_mop.cerebro_compat import data_path, faults, reporting, selection, stack  # noqa: E402
+from chap_mop.cerebro_compat import data_path, faults, selection, stack  # noqa: E402
 from chap_mop.cerebro_compat.faults import _WORKER_JOBS, WorkerLostError  # noqa: E402,F401
 from chap_mop.cerebro_compat.selection import TENSORBOARD_SUBDIR, is_larger_better  # noqa: E402,F401
 from chap_mop.cerebro_compat.stack import DEFAULT_POLLING_PERIOD_S  # noqa: E402,F401
@@ -56,7 +58,6 @@ def apply_patches() -> None:
     faults.patch_clean_shutdown()
     faults.patch_worker_loss()
     data_path.patch_data_path()
-    reporting.patch_trainer_run_id()
 
 
 apply_patches()

@@ -1,7 +1,7 @@
 """Successive halving and Hyperband on cerebro's model hopping, saved every epoch and resumable.
 
 A subclass of the project's resumable grid search (:mod:`.resumable`), not a patch: cerebro's
-``train_for_one_epoch`` already trains any list of configurations by model hopping, so a search
+``HoppingBackend.train_epoch`` already trains any list of configurations by model hopping, so a search
 that hands it only the live ones, epoch by epoch, is successive halving. The brackets and
 configurations come from :func:`chap_mop.halving.make_plan`.
 """

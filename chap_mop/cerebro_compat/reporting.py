@@ -1,11 +1,11 @@
 """The driver hears of every finished sub-epoch: which configuration, on which worker, how long,
 and its metrics.
 
-cerebro's ``SparkBackend.train_for_one_epoch`` schedules sub-epochs in one loop and says nothing
-of them but its own print lines (or nothing, at ``verbose=0``). :class:`ReportingBackend`, a
-subclass, wraps each worker's task client to see a sub-epoch start and finish, and calls its
-``sub_epoch_listeners`` with a :class:`SubEpoch`. The one patch here tags each sub-epoch trainer
-with its run id, which cerebro keeps only inside the trainer's closure.
+cerebro's backend says nothing of its sub-epochs but its own print lines (or nothing, at
+``verbose=0``). :class:`ReportingBackend`, a subclass, wraps each worker's task client to see a
+sub-epoch start and finish, and calls its ``sub_epoch_listeners`` with a :class:`SubEpoch`. It
+needs each sub-epoch function tagged with its ``run_id``, as
+:class:`chap_mop.cerebro_compat.hopping.HoppingBackend` builds them.
 """
 import time
 from dataclasses import dataclass
@@ -36,17 +36,12 @@ class ReportingBackend(SparkBackend):
     def __init__(self, *args, sub_epoch_listeners: list | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.sub_epoch_listeners = list(sub_epoch_listeners or [])
-        self._epoch_of: dict[str, int] = {}
+        self._epoch_of: dict[str, int] = {}  # run id -> 1-based epoch of its running visits, set per epoch
 
     def initialize_workers(self):
         super().initialize_workers()
         self.task_clients = [_ReportingTaskClient(client, worker, self)
                              for worker, client in enumerate(self.task_clients)]
-
-    def train_for_one_epoch(self, models, store, feature_cols, label_cols, is_train=True):
-        # A model's epoch count goes up after its training epoch, before its validation.
-        self._epoch_of = {model.getRunId(): model.getEpochs() + int(is_train) for model in models}
-        return super().train_for_one_epoch(models, store, feature_cols, label_cols, is_train=is_train)
 
     def _report(self, sub_epoch: SubEpoch) -> None:
         for listener in self.sub_epoch_listeners:
@@ -80,19 +75,3 @@ class _ReportingTaskClient:
     def __getattr__(self, name):
         return getattr(self._client, name)
 
-
-def patch_trainer_run_id() -> None:
-    """Tag every sub-epoch trainer cerebro builds with ``run_id``, so a task client can tell whose
-    sub-epoch it runs (cerebro passes the trainer alone)."""
-    from cerebro.backend.spark import backend as spark_backend
-    original = spark_backend._get_remote_trainer
-    if getattr(original, "_chap_mop_patched", False):
-        return
-
-    def _get_remote_trainer(estimator, *args, **kwargs):
-        trainer = original(estimator, *args, **kwargs)
-        trainer.run_id = estimator.getRunId()
-        return trainer
-
-    _get_remote_trainer._chap_mop_patched = True
-    spark_backend._get_remote_trainer = _get_remote_trainer

@@ -2,7 +2,8 @@
 
 cerebro's searches create their estimators, train them for ``num_epochs`` and return; a driver
 that dies loses everything, and nothing can start from a saved epoch. These subclasses keep
-cerebro's schedule (model hopping epoch by epoch, validation after each training epoch) but:
+cerebro's model hopping epoch by epoch, each epoch trained and validated by
+:meth:`chap_mop.cerebro_compat.hopping.HoppingBackend.train_epoch`, but:
 
 * take a :class:`chap_mop.run_state.RunState` (``run_state=``): every configuration is recorded
   there before it trains, and after every completed epoch its end-of-epoch checkpoint, epochs
@@ -22,6 +23,7 @@ from cerebro.tune.base import ModelSelectionResult, _HPChoice, update_model_resu
 from hyperopt import STATUS_OK, STATUS_RUNNING, Trials, tpe
 from hyperopt.base import Domain
 
+from chap_mop import hop_checkpoint
 from chap_mop.cerebro_compat.selection import TENSORBOARD_SUBDIR, is_larger_better
 from chap_mop.run_state import RunState
 
@@ -56,8 +58,9 @@ class ResumableSearch:
                 estimator.setEpochs(saved["epochs_completed"])
                 self.run_hyperparameters[saved["run_id"]] = saved["hyperparameters"]
                 results[saved["run_id"]] = {name: list(values) for name, values in saved["history"].items()}
-                self.run_state.restore(saved, self._checkpoint(saved["run_id"]),
-                                       self._local(self.store.get_run_path(saved["run_id"])) / TENSORBOARD_SUBDIR)
+                run_dir = self._local(self.store.get_run_path(saved["run_id"]))
+                self.run_state.restore(saved, self._checkpoint(saved["run_id"]), run_dir / TENSORBOARD_SUBDIR)
+                hop_checkpoint.discard(run_dir)  # workers start from the restored epoch, not a later hop
             estimators.append(estimator)
         if new:
             self._log_hp_to_tensorboard([estimator for estimator, _ in new], [params for _, params in new])
@@ -70,9 +73,8 @@ class ResumableSearch:
 
     def _train_epoch(self, estimators: list, results: dict) -> None:
         """Train and validate ``estimators`` for one epoch, call the epoch listeners, then save the epoch."""
-        for is_train in (True, False):
-            update_model_results(results, self.backend.train_for_one_epoch(
-                estimators, self.store, self.feature_cols, self.label_cols, is_train=is_train))
+        for phase_results in self.backend.train_epoch(estimators, self.store, self.feature_cols, self.label_cols):
+            update_model_results(results, phase_results)
         self._log_epoch_metrics_to_tensorboard(estimators, results)
         self._after_epoch(estimators, results)
         ids = [estimator.getRunId() for estimator in estimators]
