@@ -25,14 +25,8 @@ from pathlib import Path
 import tensorflow as tf
 
 from chap_mop import hop_checkpoint
+from chap_mop.data_store import local_path
 from chap_mop.model_cache import CachedModel, ModelCache, variables_nbytes, worker_cache
-
-FILE_SCHEME = "file://"
-
-
-def local_path(path: str) -> Path:
-    return Path(path[len(FILE_SCHEME):] if path.startswith(FILE_SCHEME) else path)
-
 
 def keras_checkpoint_token(path: Path) -> str:
     """Identity of a Keras checkpoint file, standing for the state it holds until a hop checkpoint exists."""
@@ -107,7 +101,7 @@ def sub_epoch_trainer(estimator, metadata, keras_utils, run_id: str, workers: in
                                                model.input_names, model.output_names, estimator.getBatchSize())
     transformation_fn = estimator.getTransformationFn()
     remote_store = estimator.getStore().to_remote(run_id, None)
-    run_dir, keras_checkpoint = local_path(remote_store.run_path), local_path(remote_store.checkpoint_path)
+    run_dir, keras_checkpoint = Path(local_path(remote_store.run_path)), Path(local_path(remote_store.checkpoint_path))
     pin_gpu = _pin_gpu_fn()
 
     def train(data_reader, is_train: bool, starting_epoch: int, local_task_index: int = 0):

@@ -52,13 +52,12 @@ class ModelCache:
         """Keep ``entry`` as the most recently used, then drop the least recently used beyond the limit."""
         self._entries[run_id] = entry
         self._entries.move_to_end(run_id)
+        evicted = self.evicted
         while self._entries and self.nbytes() > self.limit_bytes:
             self._entries.popitem(last=False)
             self.evicted += 1
-        gc.collect()
-
-    def drop(self, run_id: str) -> None:
-        self._entries.pop(run_id, None)
+        if self.evicted > evicted:
+            gc.collect()  # free the dropped models' variables now, not at the next collection
 
     def nbytes(self) -> int:
         return sum(entry.nbytes for entry in self._entries.values())

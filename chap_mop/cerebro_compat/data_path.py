@@ -12,20 +12,14 @@ import functools
 
 import tensorflow as tf
 
+from chap_mop.data_store import local_path
 from chap_mop.shard_reader import ShardReader
-
-FILE_SCHEME = "file://"
-
-
-def _local(path: str) -> str:
-    return path[len(FILE_SCHEME):] if path.startswith(FILE_SCHEME) else path
-
 
 def _shard_readers(train_path: str, val_path: str, shard_count: int, index: int
                    ) -> tuple[ShardReader, ShardReader | None]:
     """*Executor side*: worker ``index``'s readers of the train and validation splits."""
-    return (ShardReader(_local(train_path), index, shard_count),
-            ShardReader(_local(val_path), index, shard_count) if val_path else None)
+    return (ShardReader(local_path(train_path), index, shard_count),
+            ShardReader(local_path(val_path), index, shard_count) if val_path else None)
 
 
 def shard_readers_fn(remote_store, shard_count: int, schema_fields, avg_row_size, cache_size_limit, pool_type,
