@@ -303,21 +303,27 @@ def time_split(lines: list[Line], wall_s: float, workers: int) -> dict:
         work between phases), ``wrapup_s``, ``train_worker_s`` and ``validate_worker_s`` (Keras
         fit/evaluate, data reading inside), ``init_worker_s`` (checkpoint load + tf.data build),
         ``finalize_worker_s`` (checkpoint save + sync + session clear), ``polling_worker_s`` (holding a
-        model outside its sub-epoch), ``waiting_worker_s`` (holding no model inside a phase).
+        model outside its sub-epoch), ``waiting_worker_s`` (holding no model inside a phase),
+        ``phases_s`` (the phases' lengths summed) and ``busiest_worker_s`` (per phase, the longest any
+        one worker held models, summed: no schedule of these visits can take less, whatever the order).
     """
     phases: list[list[float]] = []  # [first scheduling, last completion] per phase
     scheduled_at: dict[str, float] = {}  # worker -> when the driver scheduled its current model
     held_s = 0.0
+    held_per_phase: list[dict[str, float]] = []  # worker -> seconds it held models, per phase
     sums = {"TRAIN": [0.0, 0.0, 0.0], "VALID": [0.0, 0.0, 0.0]}  # initialization, training, finalization
     sub_epochs = 0
     for line in lines:
         if CEREBRO_EPOCH.search(line.text):
             phases.append([])
+            held_per_phase.append({})
         elif match := CEREBRO_SCHEDULING.search(line.text):
             scheduled_at[match.group(2)] = line.seconds
             phases[-1] = phases[-1] or [line.seconds, line.seconds]
         elif match := CEREBRO_COMPLETED.search(line.text):
-            held_s += line.seconds - scheduled_at.pop(match.group(2))
+            held = line.seconds - scheduled_at.pop(match.group(2))
+            held_s += held
+            held_per_phase[-1][match.group(2)] = held_per_phase[-1].get(match.group(2), 0.0) + held
             phases[-1][1] = line.seconds
         elif match := CEREBRO_SUB_EPOCH.search(line.text):
             sub_epochs += 1
@@ -330,6 +336,8 @@ def time_split(lines: list[Line], wall_s: float, workers: int) -> dict:
     return {"startup_s": phases[0][0], "wrapup_s": wall_s - phases[-1][1],
             "between_phases_s": sum(nxt[0] - prev[1] for prev, nxt in zip(phases, phases[1:])),
             "phases": len(phases), "sub_epochs": sub_epochs, "phase_worker_s": phase_worker_s,
+            "phases_s": phase_worker_s / workers,
+            "busiest_worker_s": sum(max(held.values(), default=0.0) for held in held_per_phase),
             "train_worker_s": sums["TRAIN"][1], "validate_worker_s": sums["VALID"][1],
             "init_worker_s": sums["TRAIN"][0] + sums["VALID"][0],
             "finalize_worker_s": sums["TRAIN"][2] + sums["VALID"][2],
@@ -518,6 +526,11 @@ def table_rows(results: dict) -> list[tuple[str, str, str, str]]:
              f"{(run['init_worker_s'] + run['finalize_worker_s']) / w:.0f}",
              f"weights in (or a first build) + tf.data build {run['init_worker_s'] / w:.0f} s, "
              f"hop checkpoint (+ the end-of-epoch Keras file) out {run['finalize_worker_s'] / w:.0f} s"),
+            ("3 hopper", f"{label}: busiest worker's visits / epochs' time",
+             f"{run['busiest_worker_s'] / run['phases_s']:.2f}",
+             f"per epoch, the worker with the most work held models for {run['busiest_worker_s']:.0f} s of the "
+             f"epochs' {run['phases_s']:.0f} s: no order of the same visits ends sooner, since shards differ in "
+             "sequences and configurations in model size"),
             ("3 hopper", f"{label}: scheduling idle (s per worker)",
              f"{(run['polling_worker_s'] + run['waiting_worker_s']) / w:.0f}",
              f"polling and RPC {run['polling_worker_s'] / w:.0f} s; no visit due on the worker (its next "
