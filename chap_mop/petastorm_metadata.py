@@ -10,11 +10,15 @@ import pickle
 import numpy as np
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
-from petastorm.codecs import NdarrayCodec, ScalarCodec
-from petastorm.unischema import Unischema, UnischemaField
 from pyspark.sql.types import IntegerType, LongType, StringType
 
+from chap_mop import legacy_arrow
 from chap_mop.schema import AXES, SAMPLES_PER_WINDOW, WINDOW_ARROW_SCHEMA
+
+legacy_arrow.install()  # Petastorm 0.13.1 imports pyarrow modules that pyarrow 16 removed
+
+from petastorm.codecs import NdarrayCodec, ScalarCodec  # noqa: E402
+from petastorm.unischema import Unischema, UnischemaField  # noqa: E402
 
 # Petastorm's keys in a dataset's ``_common_metadata``: the pickled Unischema, and the row groups of
 # each file, which Petastorm's readers use instead of reading every footer.

@@ -11,7 +11,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from chap_mop import local_cluster
+from chap_mop import legacy_arrow, local_cluster
+
+legacy_arrow.install()  # before any test module imports Petastorm, as the project's entry points do
 
 PROJECT = Path(__file__).resolve().parents[1]
 SHARED = PROJECT.parent / "shared"

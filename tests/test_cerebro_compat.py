@@ -29,10 +29,10 @@ def test_refuses_other_cerebro_versions(monkeypatch):
         cerebro_compat.check_cerebro_version()
 
 
-def test_numpy_bool_alias_for_boolean_columns():
+def test_boolean_columns_map_to_numpy_bool():
     from cerebro.backend.spark.util import numpy_type_to_str, spark_to_petastorm_type
     from pyspark.sql.types import BooleanType
-    assert spark_to_petastorm_type(BooleanType) is bool
+    assert spark_to_petastorm_type(BooleanType) is np.bool  # NumPy 2 has np.bool again (1.24-1.26 did not)
     assert numpy_type_to_str(spark_to_petastorm_type(BooleanType)) == "Boolean"
 
 

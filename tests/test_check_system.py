@@ -1,7 +1,9 @@
-"""`make` stops with one line when Java is missing or too old."""
+"""`make` stops with one line when Java is missing or too old, or Python is outside 3.11-3.13."""
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 CHECK = Path(__file__).resolve().parents[1] / "tools" / "check_system.py"
 
@@ -33,3 +35,22 @@ def test_old_java(tmp_path):
 def test_java_17_passes(tmp_path):
     result = run_check(fake_java(tmp_path, 'openjdk version "17.0.15" 2025-04-15'))
     assert result.returncode == 0 and result.stderr == ""
+
+
+def pyenv_python(version: str) -> str:
+    """A pyenv interpreter of ``version``; skipped where pyenv or that version is absent."""
+    try:
+        prefix = subprocess.run(["pyenv", "prefix", version], capture_output=True, text=True).stdout.strip()
+    except FileNotFoundError:
+        prefix = ""
+    if not prefix or not (Path(prefix) / "bin" / "python3").exists():
+        pytest.skip(f"no pyenv Python {version} on this machine")
+    return str(Path(prefix) / "bin" / "python3")
+
+
+@pytest.mark.parametrize("version, accepted", [("3.10.13", False), ("3.13.0", True)])
+def test_python_range(tmp_path, version, accepted):
+    result = subprocess.run([pyenv_python(version), str(CHECK)], capture_output=True, text=True,
+                            env={"PATH": fake_java(tmp_path, 'openjdk version "17.0.15" 2025-04-15')})
+    assert (result.returncode == 0) == accepted
+    assert accepted or "outside 3.11-3.13" in result.stderr

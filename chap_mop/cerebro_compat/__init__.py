@@ -1,10 +1,12 @@
 """Every change this project makes to cerebro-dl 1.1.1, in one package, a module per concern.
 
 Import it before anything imports cerebro or TensorFlow; importing it sets the environment
-cerebro needs (Keras 2 as ``tf.keras``), imports TensorFlow quietly (:mod:`chap_mop.runtime_env`)
-and applies every patch once:
+cerebro needs (Keras 2 as ``tf.keras``), imports TensorFlow quietly (:mod:`chap_mop.runtime_env`),
+bridges the pyarrow and NumPy pieces that cerebro and Petastorm call and today's releases removed
+(:mod:`chap_mop.legacy_arrow`, outside this package because prep needs it without TensorFlow) and
+applies every patch once:
 
-* :mod:`.stack`       fixes for today's TensorFlow, Keras 2 and NumPy, the polling period, bind address;
+* :mod:`.stack`       fixes for today's TensorFlow and Keras 2, the polling period, bind address;
 * :mod:`.selection`   what a search means: metric direction, random draws, TPE, run ids, epoch hooks;
 * :mod:`.faults`      a lost worker ends the run with one clear error; clean teardown;
 * :mod:`.data_path`   workers read their shard with :mod:`chap_mop.shard_reader`, not Petastorm;
@@ -20,11 +22,13 @@ with a message instead of half-applying them.
 """
 import importlib.metadata
 
-from chap_mop import runtime_env
+from chap_mop import legacy_arrow, runtime_env
 
 # Before anything else imports TensorFlow: cerebro needs Keras 2 (tf-keras) as tf.keras, and
 # TensorFlow's libraries log while they load.
 runtime_env.import_tensorflow()
+# Before anything imports cerebro or Petastorm: the pyarrow and NumPy pieces they call and today's lack.
+legacy_arrow.install()
 
 from chap_mop.cerebro_compat import data_path, faults, selection, stack  # noqa: E402
 from chap_mop.cerebro_compat.faults import _WORKER_JOBS, WorkerLostError  # noqa: E402,F401
@@ -46,7 +50,6 @@ def check_cerebro_version() -> None:
 def apply_patches() -> None:
     """Check the cerebro-dl version and apply every patch (idempotent)."""
     check_cerebro_version()
-    stack.patch_numpy_bool()
     stack.patch_optimizer_get_weights()
     stack.patch_polling_period()
     stack.patch_service_bind_address()

@@ -7,13 +7,19 @@ replaced; the readers are :class:`chap_mop.shard_reader.ShardReader` (the same s
 ``i % n == w``, in order) and the dataset is the estimator's ``transformation_fn`` applied to the
 reader (:func:`chap_mop.windows.make_transformation_fn`), batched and prefetched. Model hopping
 itself stays as cerebro schedules it.
+
+The driver's look at the store (rows, column types, bytes per row) is the project's too:
+cerebro's ``get_simple_meta_from_parquet`` reads it through pyarrow's legacy ``ParquetDataset``
+(``.pieces``, ``.schema.to_arrow_schema()``), which pyarrow 15 removed.
 """
 import functools
+import os
 
+import pyarrow.parquet as pq
 import tensorflow as tf
 
 from chap_mop.data_store import local_path
-from chap_mop.shard_reader import ShardReader
+from chap_mop.shard_reader import ShardReader, row_groups
 
 def _shard_readers(train_path: str, val_path: str, shard_count: int, index: int
                    ) -> tuple[ShardReader, ShardReader | None]:
@@ -41,9 +47,43 @@ def make_dataset_fn(feature_columns, label_columns, metadata, input_shapes, outp
     return functools.partial(_make_dataset, batch_size=batch_size, prep_fn=prep_fn)
 
 
+def _rows_and_bytes(split_dir: str) -> tuple[int, int]:
+    """(rows, uncompressed bytes) of a split's row groups, from the files' footers."""
+    rows = total_bytes = 0
+    for path in sorted({group.path for group in row_groups(split_dir)}):
+        metadata = pq.read_metadata(path)
+        rows += metadata.num_rows
+        total_bytes += sum(metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups))
+    return rows, total_bytes
+
+
+def store_metadata(store, schema_cols: list[str], dataset_idx=None) -> tuple[int, int, dict, float]:
+    """cerebro's ``get_simple_meta_from_parquet`` on today's pyarrow: (train rows, validation rows,
+    each column's Spark type and format, mean uncompressed bytes per train row)."""
+    from cerebro.backend import constants
+    from cerebro.backend.spark.util import pyarrow_to_spark_data_type
+    train_dir = local_path(store.get_train_data_path(dataset_idx))
+    val_dir = local_path(store.get_val_data_path(dataset_idx))
+    if not os.path.isdir(train_dir):
+        raise ValueError(f"{train_dir} path does not exist in the store")
+    train_rows, train_bytes = _rows_and_bytes(train_dir)
+    if train_rows == 0:
+        raise ValueError(f"No rows found in training dataset: {train_dir}")
+    val_rows = _rows_and_bytes(val_dir)[0] if os.path.isdir(val_dir) else 0
+    schema = pq.read_schema(row_groups(train_dir)[0].path)
+    metadata = {column: {"spark_data_type": pyarrow_to_spark_data_type(schema.field(column).type),
+                         "is_sparse_vector_only": False, "shape": None,
+                         "intermediate_format": constants.NOCHANGE, "max_size": None}
+                for column in schema_cols}
+    return train_rows, val_rows, metadata, train_bytes / train_rows
+
+
 def patch_data_path() -> None:
-    """Give cerebro's workers the project's shard readers and their tf.data pipeline."""
+    """Give cerebro's workers the project's shard readers and their tf.data pipeline, and its driver
+    the project's look at the store."""
     from cerebro.backend.spark import backend
+    from cerebro.backend.spark import util as spark_util
     from cerebro.keras.spark.util import TFKerasUtil
     backend._data_readers_fn = shard_readers_fn
     TFKerasUtil.make_dataset_fn = staticmethod(make_dataset_fn)
+    spark_util.get_simple_meta_from_parquet = store_metadata

@@ -1,4 +1,4 @@
-"""Fixes for cerebro-dl 1.1.1 on today's stack: Keras 2 optimizers, NumPy, the polling period and
+"""Fixes for cerebro-dl 1.1.1 on today's stack: Keras 2 optimizers, the polling period and
 where cerebro's RPC services listen.
 
 Each patch is a function documented with the defect it fixes and tested in
@@ -11,12 +11,6 @@ import numpy as np
 import tensorflow as tf
 
 DEFAULT_POLLING_PERIOD_S = 0.1
-
-
-def patch_numpy_bool() -> None:
-    """cerebro maps Spark BooleanType columns to ``np.bool``, an alias NumPy removed in 1.24."""
-    if "bool" not in np.__dict__:
-        np.bool = bool
 
 
 def patch_optimizer_get_weights() -> None:

@@ -1,0 +1,66 @@
+"""The bridge of pyarrow's and NumPy's removed pieces (chap_mop.legacy_arrow) on the pinned stack: each
+bridged piece used as Petastorm or cerebro uses it, on a real store written by prep_petastorm_data.py."""
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from chap_mop import cerebro_compat  # noqa: F401  installs the bridge, as every entry point does
+from chap_mop.data_store import read_split
+from chap_mop.schema import TRAIN_DIR, VAL_DIR
+from tests.conftest import PROJECT
+
+
+def python(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], cwd=PROJECT, capture_output=True, text=True, timeout=300)
+
+
+def test_petastorm_and_cerebro_import_only_through_the_bridge():
+    without = python("import petastorm")
+    assert without.returncode == 1 and "No module named 'pyarrow.filesystem'" in without.stderr
+    bridged = python("from chap_mop import legacy_arrow; legacy_arrow.install(); "
+                     "import petastorm, petastorm.hdfs.namenode, cerebro.backend.spark.util")
+    assert bridged.returncode == 0, bridged.stderr[-2000:]
+
+
+def test_petastorm_reads_the_store_through_the_legacy_dataset(store):
+    from petastorm import make_reader
+    expected = read_split(str(store), TRAIN_DIR)
+    with make_reader(store.as_uri() + "/" + TRAIN_DIR, reader_pool_type="dummy", shuffle_row_groups=False,
+                     num_epochs=1) as reader:
+        rows = [(row.id, row.time, row.data.shape, row.data.dtype) for row in reader]
+    assert len(rows) == expected.rows
+    assert [time for _, time, _, _ in rows] == list(expected.columns["time"])
+    assert {(shape, dtype) for _, _, shape, dtype in rows} == {((100, 3), np.dtype(np.float32))}
+
+
+def test_unischema_maps_numpy_string_types_to_spark():
+    from petastorm.unischema import _numpy_to_spark_mapping
+    from pyspark.sql.types import StringType
+    from chap_mop.petastorm_metadata import WindowSchema
+    assert _numpy_to_spark_mapping()[np.str_] == StringType()  # the mapping names np.string_ and np.unicode_
+    assert WindowSchema.as_spark_schema()["id"].dataType == StringType()
+
+
+def test_cerebro_local_store_reads_checkpoints(tmp_path):
+    from cerebro.storage import LocalStore
+    (tmp_path / "checkpoint.h5").write_bytes(b"weights")
+    assert LocalStore(str(tmp_path)).read(str(tmp_path / "checkpoint.h5")) == b"weights"
+
+
+def test_cerebro_reads_store_metadata_without_the_legacy_dataset(store):
+    from cerebro.backend.spark import util as spark_util
+    from cerebro.storage import LocalStore
+    from pyspark.sql.types import LongType, StringType
+    train_rows, val_rows, metadata, row_bytes = spark_util.get_simple_meta_from_parquet(
+        LocalStore(str(store)), ["id", "time", "data", "label"])
+    assert (train_rows, val_rows) == (read_split(str(store), TRAIN_DIR).rows, read_split(str(store), VAL_DIR).rows)
+    assert metadata["id"]["spark_data_type"] is StringType and metadata["time"]["spark_data_type"] is LongType
+    assert row_bytes > 100 * 3 * 4  # every row holds a (100, 3) float32 window
+
+
+def test_hdfs_through_petastorm_is_refused_plainly():
+    with pytest.raises(NotImplementedError, match="hdfs:// through Petastorm"):
+        pa.hdfs.HadoopFileSystem("namenode")
