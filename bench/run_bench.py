@@ -526,11 +526,14 @@ def table_rows(results: dict) -> list[tuple[str, str, str, str]]:
              f"{(run['init_worker_s'] + run['finalize_worker_s']) / w:.0f}",
              f"weights in (or a first build) + tf.data build {run['init_worker_s'] / w:.0f} s, "
              f"hop checkpoint (+ the end-of-epoch Keras file) out {run['finalize_worker_s'] / w:.0f} s"),
-            ("3 hopper", f"{label}: busiest worker's visits / epochs' time",
-             f"{run['busiest_worker_s'] / run['phases_s']:.2f}",
-             f"per epoch, the worker with the most work held models for {run['busiest_worker_s']:.0f} s of the "
-             f"epochs' {run['phases_s']:.0f} s: no order of the same visits ends sooner, since shards differ in "
-             "sequences and configurations in model size"),
+        ]
+        if "busiest_worker_s" in run:  # runs measured before this figure existed lack it
+            rows.append(
+                ("3 hopper", f"{label}: busiest worker's visits / epochs' time",
+                 f"{run['busiest_worker_s'] / run['phases_s']:.2f}",
+                 f"per epoch, the worker with the most work held models for {run['busiest_worker_s']:.0f} s of the "
+                 f"epochs' {run['phases_s']:.0f} s: no order of the same visits ends sooner"))
+        rows += [
             ("3 hopper", f"{label}: scheduling idle (s per worker)",
              f"{(run['polling_worker_s'] + run['waiting_worker_s']) / w:.0f}",
              f"polling and RPC {run['polling_worker_s'] / w:.0f} s; no visit due on the worker (its next "
