@@ -7,7 +7,7 @@ import shutil
 import subprocess
 import sys
 
-PYTHON_RANGE = ((3, 11), (3, 13))  # every pinned wheel exists for these; the suite ran on 3.11 and 3.13
+PYTHON_RANGE = ((3, 11), (3, 13))  # every pinned wheel exists for these; tested on 3.11 and 3.13
 MIN_JAVA = 17  # Spark 4 runs on Java 17 or 21
 
 
