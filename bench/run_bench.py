@@ -309,7 +309,6 @@ def time_split(lines: list[Line], wall_s: float, workers: int) -> dict:
     """
     phases: list[list[float]] = []  # [first scheduling, last completion] per phase
     scheduled_at: dict[str, float] = {}  # worker -> when the driver scheduled its current model
-    held_s = 0.0
     held_per_phase: list[dict[str, float]] = []  # worker -> seconds it held models, per phase
     sums = {"TRAIN": [0.0, 0.0, 0.0], "VALID": [0.0, 0.0, 0.0]}  # initialization, training, finalization
     sub_epochs = 0
@@ -322,7 +321,6 @@ def time_split(lines: list[Line], wall_s: float, workers: int) -> dict:
             phases[-1] = phases[-1] or [line.seconds, line.seconds]
         elif match := CEREBRO_COMPLETED.search(line.text):
             held = line.seconds - scheduled_at.pop(match.group(2))
-            held_s += held
             held_per_phase[-1][match.group(2)] = held_per_phase[-1].get(match.group(2), 0.0) + held
             phases[-1][1] = line.seconds
         elif match := CEREBRO_SUB_EPOCH.search(line.text):
@@ -331,6 +329,7 @@ def time_split(lines: list[Line], wall_s: float, workers: int) -> dict:
                 sums[match.group(2)][i] += float(value)
     if not phases or not all(phases):
         raise BenchError("model_selection.py printed no cerebro scheduling lines")
+    held_s = sum(sum(held.values()) for held in held_per_phase)
     phase_worker_s = workers * sum(end - start for start, end in phases)
     busy = sum(sum(values) for values in sums.values())
     return {"startup_s": phases[0][0], "wrapup_s": wall_s - phases[-1][1],
