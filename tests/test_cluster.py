@@ -17,7 +17,8 @@ from chap_mop import local_cluster
 from chap_mop.demo_data import write_demo_dataset
 from conftest import TrackedScript
 
-GRID = '{"lr": [0.001], "l2_reg": [0.0001], "win_size": [1], "amp_factor": [1, 2]}'
+# Two configurations of amp_factor 1: amp 2 trains 8 times slower, and the cluster path does not depend on it.
+GRID = '{"lr": [0.001], "l2_reg": [0.001, 0.0001], "win_size": [1], "amp_factor": [1]}'
 SCRIPT_TIMEOUT_S = 300  # a script that runs longer than this on the tiny demo data hangs
 WORKER_LOSS_BOUND_S = 180  # from killing a worker to model_selection.py's exit
 TRAINING_STARTED = " sub-epochs | "  # the first progress line: one sub-epoch done, the others training
@@ -73,7 +74,7 @@ def test_both_scripts_run_on_a_standalone_cluster(cluster, scripts, demo_h5, tmp
 
     results = work / "results"
     models = list(csv.DictReader(open(results / "models.csv")))
-    assert len(models) == 2 and {m["amp_factor"] for m in models} == {"1", "2"}
+    assert len(models) == 2 and len({m["l2_reg"] for m in models}) == 2
     summary = json.loads((results / "summary.json").read_text())
     assert summary["workers"] == 2 and summary["epochs"] == 1
     assert summary["best_run_id"] in {m["run_id"] for m in models}
