@@ -55,6 +55,26 @@ def test_validation_fills_the_gaps_before_the_epochs_training_ends():
     assert first_validation < training_ends
 
 
+def test_configurations_of_equal_cost_start_on_different_workers_so_no_worker_idles():
+    """The benchmark's grid: amp 1 and amp 2 alternate (costs 1, 3.5, 1, 3.5, as their parameter
+    counts). Ranked by cost, the two heavy ones start on different workers and every epoch ends when
+    the per-worker load is done; started by index, both heavy ones began on one worker."""
+    durations = {(i, t): (19.5 if i % 2 else 3.0) if t else (1.5 if i % 2 else 0.5) for i in range(4) for t in (True, False)}
+    per_worker_load = sum(durations.values())  # each visit once per worker
+    for epoch in range(3):
+        balanced = EpochSchedule([epoch] * 4, 2, costs=[1, 3.5, 1, 3.5])
+        assert balanced.shard_order(1)[0] != balanced.shard_order(3)[0]
+        makespan = max(start + durations[(c, t)] for start, _, c, t in run_schedule(balanced, durations))
+        assert makespan == pytest.approx(per_worker_load)
+        by_index = EpochSchedule([epoch] * 4, 2)
+        assert max(start + durations[(c, t)] for start, _, c, t in run_schedule(by_index, durations)) > 1.2 * makespan
+
+
+def test_costs_that_do_not_match_the_configurations_are_refused():
+    with pytest.raises(ValueError, match="3 costs for 2 configurations"):
+        EpochSchedule([0, 0], 2, costs=[1, 2, 3])
+
+
 def test_a_hop_checkpoint_round_trips_weights_optimizer_state_and_visits(tmp_path):
     path = hop_checkpoint.path_in(tmp_path)
     weights = [np.arange(6, dtype=np.float32).reshape(2, 3), np.ones(4, np.float32)]

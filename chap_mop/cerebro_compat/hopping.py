@@ -4,11 +4,12 @@ validation visits in one schedule, with the project's worker sub-epoch.
 cerebro's ``train_for_one_epoch`` ran an epoch as two phases (every training visit, then every
 validation visit), in a timing-dependent order, with a sub-epoch that rebuilt the model from a full
 HDF5 file on every visit. :meth:`HoppingBackend.train_epoch` replaces the two calls: the visits come
-from :class:`chap_mop.epoch_schedule.EpochSchedule` (fixed shard order, validation as soon as a
-configuration has trained on every shard) and run :func:`chap_mop.hop.sub_epoch_trainer` (cached
-models, weights-only hop checkpoints). What cerebro does around them stays: its task clients, its
-initial Keras checkpoint of a new configuration, its per-sub-epoch results and their step-weighted
-means, its epoch count, and its console lines under ``--verbose``.
+from :class:`chap_mop.epoch_schedule.EpochSchedule` (fixed shard order, configurations of similar
+cost starting on different workers, validation as soon as a configuration has trained on every
+shard) and run :func:`chap_mop.hop.sub_epoch_trainer` (cached models, weights-only hop
+checkpoints). What cerebro does around them stays: its task clients, its initial Keras checkpoint
+of a new configuration, its per-sub-epoch results and their step-weighted means, its epoch count,
+and its console lines under ``--verbose``.
 """
 import datetime
 
@@ -73,7 +74,10 @@ class HoppingBackend(ReportingBackend):
         self._epoch_of = {model.getRunId(): model.getEpochs() + 1 for model in models}
         _, _, metadata, _ = spark_util.get_simple_meta_from_parquet(store, schema_cols=label_cols + feature_cols)
         trainers = [self._trainer(model, store, metadata) for model in models]
-        schedule = EpochSchedule([model.getEpochs() for model in models], self._num_workers())
+        # A configuration's parameter count stands for its cost per visit: known before it trains,
+        # the same in every run, so the shard order it sets stays independent of timing.
+        schedule = EpochSchedule([model.getEpochs() for model in models], self._num_workers(),
+                                 costs=[model.getModel().count_params() for model in models])
         running: dict[int, tuple[int, bool]] = {}
         results: dict[bool, dict[int, list]] = {True: {}, False: {}}
         while not schedule.done():
