@@ -13,7 +13,9 @@ and optimizer state (:mod:`chap_mop.hop_checkpoint`):
   resume, the best model and the ensemble read. Both writes are atomic (temporary file, rename).
 
 With ``seed`` set, each sub-epoch's shuffle is seeded from (seed, epoch, shard), so a run does the
-same arithmetic whichever worker runs which visit and whether models are cached or rebuilt.
+same arithmetic whichever worker runs which visit and whether models are cached or rebuilt. The
+seed goes to the shuffle itself (:func:`chap_mop.windows.make_transformation_fn`), never to
+``tf.random.set_seed``, which would drop the cached models' compiled functions on every visit.
 """
 import datetime
 import os
@@ -109,9 +111,8 @@ def sub_epoch_trainer(estimator, metadata, keras_utils, run_id: str, workers: in
         pin_gpu(local_task_index)  # as cerebro: memory growth, and this worker's GPU only
         cache = worker_cache(cache_mb)
         entry = model_for_visit(cache, run_id, run_dir, keras_checkpoint, custom_objects)
-        if seed is not None:
-            tf.random.set_seed(sub_epoch_seed(seed, starting_epoch, data_reader.shard, is_train))
-        dataset = make_dataset(data_reader, transformation_fn)
+        shuffle_seed = None if seed is None else sub_epoch_seed(seed, starting_epoch, data_reader.shard, is_train)
+        dataset = make_dataset(data_reader, transformation_fn, seed=shuffle_seed)
         step_counter = KerasStepCounter()
         callbacks = [step_counter, *user_callbacks]
         initialization_s, begin = time.time() - begin, time.time()

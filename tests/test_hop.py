@@ -164,9 +164,13 @@ checkpoint = Path(store.get_localized_path(store.get_checkpoint_path(run_id)))
 checkpoint.parent.mkdir(parents=True)
 estimator._compile_model(keras_utils).save(checkpoint)
 train = hop.sub_epoch_trainer(estimator, metadata, keras_utils, run_id, workers, cache_mb=0, seed=0)
+from tensorflow.python.eager import context
+tf_seed = context.global_seed()  # 0 here, from estimator_gen_fn; unset in a Spark worker
 for epoch in range(epochs):
     for shard in EpochSchedule([epoch], workers).shard_order(0):
         train(ShardReader(store_dir + "/train_data", shard, workers), True, epoch)
+# Seeding TensorFlow in a visit would drop every cached model's compiled functions.
+assert context.global_seed() == tf_seed, "a sub-epoch set TensorFlow's global seed"
 print(checkpoint)
 """
 

@@ -5,7 +5,8 @@ import pytest
 
 from chap_mop import cerebro_compat  # noqa: F401  (environment before TensorFlow)
 from chap_mop.demo_data import generate_subject
-from chap_mop.windows import FIELDS, count_sequences, cut_sequences, make_transformation_fn, sequence_length
+from chap_mop.windows import (FIELDS, count_sequences, cut_sequences, make_transformation_fn, sequence_length,
+                              shuffled_blocks)
 
 
 def reference_sequences(ids, time, non_wear, sleeping, label, seq_len):
@@ -108,3 +109,28 @@ def test_pipeline_delivers_every_sequence_shuffled(stream):
     data, label = cut(head.rows, seq_len, 1000)
     assert in_order == [l.tobytes() + d.tobytes() for d, l in zip(data, label)]
     assert sorted(shuffled) == sorted(in_order) and shuffled != in_order
+
+
+def test_a_seeded_shuffle_repeats_whatever_tensorflows_seed(stream):
+    """The seed sets the order alone: a hopped run and its replay agree whether or not the process
+    seeded TensorFlow, and no sub-epoch has to seed TensorFlow (which drops its compiled functions)."""
+    import tensorflow as tf
+    seq_len = sequence_length(7)
+    head = Blocks({name: values[:8000] for name, values in stream.items()}, 1000)
+    transform = make_transformation_fn(seq_len, shuffle_buffer=16)
+
+    def order(seed):
+        return [s["label"].tobytes() + s["data"].tobytes() for s in transform(head, seed).as_numpy_iterator()]
+
+    first = order(7)
+    tf.random.set_seed(123)
+    assert order(7) == first and order(8) != first and sorted(order(8)) == sorted(first)
+
+
+def test_shuffled_blocks_carry_sequences_across_blocks_and_lose_none():
+    blocks = [(np.arange(k)[:, None] + start, np.arange(k)[:, None] + start) for start, k in ((0, 5), (5, 3), (8, 4))]
+    out = list(shuffled_blocks(blocks, carried=4, rng=np.random.default_rng(0)))
+    assert [len(d) for d, _ in out] == [1, 3, 4, 4]  # 5 - 4 held; 3 + 4 - 4; 4 + 4 - 4; the 4 held at the end
+    flat = np.concatenate([d for d, _ in out])[:, 0]
+    assert sorted(flat) == list(range(12)) and list(flat) != list(range(12))
+    assert all(np.array_equal(d, l) for d, l in out)  # data and labels stay paired

@@ -34,9 +34,28 @@ def shard_readers_fn(remote_store, shard_count: int, schema_fields, avg_row_size
     return functools.partial(_shard_readers, remote_store.train_data_path, remote_store.val_data_path, shard_count)
 
 
-def _make_dataset(reader: ShardReader, transformation_fn, batch_size: int, prep_fn) -> tf.data.Dataset:
-    """*Executor side*: the sub-epoch's dataset: sequences of the reader, batched, as Keras inputs."""
-    return transformation_fn(reader).batch(batch_size).map(prep_fn).prefetch(tf.data.AUTOTUNE)
+PREFETCH_BATCHES = 2  # one batch trains while the next is read and cut
+
+
+def fixed_pipeline_options() -> tf.data.Options:
+    """tf.data options of a sub-epoch's dataset: autotuning off.
+
+    The autotuning thread sleeps between optimizations for a period that doubles up to 60 s, and
+    dropping the iterator at the end of ``fit`` or ``evaluate`` waited for it: measured, a 20-s
+    training visit stalled 20 s more with both cores idle. A sub-epoch's pipeline is sequential
+    NumPy work far faster than training, so a fixed prefetch gives it all autotuning would.
+    """
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return options
+
+
+def _make_dataset(reader: ShardReader, transformation_fn, batch_size: int, prep_fn, seed: int | None = None
+                  ) -> tf.data.Dataset:
+    """*Executor side*: the sub-epoch's dataset: sequences of the reader, shuffled from ``seed`` (None:
+    a fresh one), batched, as Keras inputs."""
+    dataset = transformation_fn(reader, seed).batch(batch_size).map(prep_fn).prefetch(PREFETCH_BATCHES)
+    return dataset.with_options(fixed_pipeline_options())
 
 
 def make_dataset_fn(feature_columns, label_columns, metadata, input_shapes, output_shapes, input_names,
