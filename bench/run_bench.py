@@ -556,8 +556,8 @@ def table_rows(results: dict) -> list[tuple[str, str, str, str]]:
     ]
     rows += [("4 parity", "largest difference, hopped vs alone, val balanced accuracy",
               f"{parity['largest_difference']:.3f}",
-              "same initial weights; alone shuffles all sequences each epoch, hopped shuffles 256 at a time "
-              "within each partition, partition after partition"),
+              "same initial weights; alone shuffles all sequences each epoch, hopped shuffles each row group "
+              "with 256 carried sequences within each partition, partition after partition"),
              ("4 parity", "largest difference between the two hopped runs", f"{parity['hopped_spread']:.3f}",
               "seeded shuffles and a fixed shard order per configuration: timing changes nothing computed"),
              ("4 parity", "alone: largest change of a curve over its last epoch",

@@ -25,6 +25,7 @@ import tensorflow as tf  # noqa: E402
 tf.config.threading.set_intra_op_parallelism_threads(1)
 tf.config.threading.set_inter_op_parallelism_threads(1)
 
+from chap_mop.cerebro_compat.data_path import sub_epoch_dataset  # noqa: E402
 from chap_mop.chap_model import build_chap_model  # noqa: E402
 from chap_mop.metrics import COUNT_METRICS, accuracy_from_counts  # noqa: E402
 from chap_mop.schema import AXES, SAMPLES_PER_WINDOW, TRAIN_DIR, VAL_DIR  # noqa: E402
@@ -64,8 +65,8 @@ def timed_passes(read_once, passes: int) -> list[float]:
 
 def input_pipeline(store: str, win_size: int, batch_size: int, shard: int, shards: int, passes: int) -> dict:
     """Windows per second through one worker's reader and the sequence transformation, as cerebro's
-    workers use them: the same reader read to the end once per sub-epoch, through a new tf.data
-    pipeline each time, batched.
+    workers use them: the same reader read to the end once per sub-epoch, through a new sub-epoch
+    dataset (shuffled, batched, prefetched) each time.
 
     The first pass is cold: the shard's files are evicted from the page cache before it, and
     tf.data builds its pipeline for the first time. Reading + decoding alone and cutting alone are
@@ -78,8 +79,9 @@ def input_pipeline(store: str, win_size: int, batch_size: int, shard: int, shard
     transform = make_transformation_fn(seq_len, shuffle_buffer=SHUFFLE_SEQUENCES)
     sequences = []
     evict(sorted({group.path for group in reader.groups}))
-    seconds = timed_passes(lambda: sequences.append(
-        sum(int(batch["label"].shape[0]) for batch in transform(reader).batch(batch_size))), passes)
+    seconds = timed_passes(lambda: sequences.append(  # the dataset a worker's fit iterates, prefetch included
+        sum(int(labels.shape[0]) for labels in sub_epoch_dataset(reader, transform, batch_size, lambda s: s["label"]))),
+        passes)
     read_s = statistics.median(timed_passes(lambda: sum(len(block["time"]) for block in reader.read()), 3))
     cut_s = statistics.median(timed_passes(lambda: sum(len(d) for d, _ in cut_sequences(reader.read(), seq_len)), 3))
     windows = sequences[0] * seq_len

@@ -74,12 +74,12 @@ def test_each_workers_sequences_equal_an_independent_count(store, win_size):
 def test_a_sub_epochs_dataset_runs_without_autotuning_and_repeats_its_seeded_order(store):
     """cerebro's workers iterate this dataset in ``fit``; with tf.data's autotuning on, dropping the
     iterator at the end waited up to the autotuner's sleep (20 s measured)."""
-    from chap_mop.cerebro_compat.data_path import _make_dataset
+    from chap_mop.cerebro_compat.data_path import sub_epoch_dataset
     seq_len = sequence_length(7)
     reader = ShardReader(str(store / TRAIN_DIR), 0, WORKERS)
 
     def labels(seed):
-        dataset = _make_dataset(reader, make_transformation_fn(seq_len, shuffle_buffer=64), 16,
+        dataset = sub_epoch_dataset(reader, make_transformation_fn(seq_len, shuffle_buffer=64), 16,
                                 lambda sequences: (sequences["data"], sequences["label"]), seed)
         assert dataset.options().autotune.enabled is False
         return np.concatenate([label for _, label in dataset.as_numpy_iterator()])

@@ -50,7 +50,7 @@ def fixed_pipeline_options() -> tf.data.Options:
     return options
 
 
-def _make_dataset(reader: ShardReader, transformation_fn, batch_size: int, prep_fn, seed: int | None = None
+def sub_epoch_dataset(reader: ShardReader, transformation_fn, batch_size: int, prep_fn, seed: int | None = None
                   ) -> tf.data.Dataset:
     """*Executor side*: the sub-epoch's dataset: sequences of the reader, shuffled from ``seed`` (None:
     a fresh one), batched, as Keras inputs."""
@@ -63,7 +63,7 @@ def make_dataset_fn(feature_columns, label_columns, metadata, input_shapes, outp
     """cerebro's ``TFKerasUtil.make_dataset_fn`` signature, for readers of :mod:`chap_mop.shard_reader`."""
     from cerebro.keras.spark.util import _prep_data_fn
     prep_fn = _prep_data_fn(False, input_names, label_columns, input_shapes, output_shapes, output_names)
-    return functools.partial(_make_dataset, batch_size=batch_size, prep_fn=prep_fn)
+    return functools.partial(sub_epoch_dataset, batch_size=batch_size, prep_fn=prep_fn)
 
 
 def _rows_and_bytes(split_dir: str) -> tuple[int, int]:
