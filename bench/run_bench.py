@@ -323,7 +323,7 @@ def time_split(lines: list[Line], wall_s: float, workers: int) -> dict:
             held = line.seconds - scheduled_at.pop(match.group(2))
             held_per_phase[-1][match.group(2)] = held_per_phase[-1].get(match.group(2), 0.0) + held
             phases[-1][1] = line.seconds
-        elif match := CEREBRO_SUB_EPOCH.search(line.text):
+        for match in CEREBRO_SUB_EPOCH.finditer(line.text):  # workers' lines may have joined another
             sub_epochs += 1
             for i, value in enumerate(match.groups()[2:]):
                 sums[match.group(2)][i] += float(value)

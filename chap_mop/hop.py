@@ -19,6 +19,7 @@ seed goes to the shuffle itself (:func:`chap_mop.windows.make_transformation_fn`
 """
 import datetime
 import os
+import sys
 import time
 import zlib
 from collections.abc import Callable
@@ -132,9 +133,11 @@ def sub_epoch_trainer(estimator, metadata, keras_utils, run_id: str, workers: in
                 save_keras_checkpoint(entry.model, keras_checkpoint)
         cache.put(run_id, entry)
         if verbose >= 1:
-            print(f"CEREBRO => Time: {datetime.datetime.now():%Y-%m-%d %H:%M:%S}, Model: {run_id}, "
-                  f"Mode: {'TRAIN' if is_train else 'VALID'}, Initialization Time: {initialization_s}, "
-                  f"Training Time: {training_s}, Finalization Time: {time.time() - begin}")
+            # One write with its newline: the workers share the Spark daemon's unbuffered stdout, and
+            # print's separate write of "\n" let another worker's line join this one.
+            sys.stdout.write(f"CEREBRO => Time: {datetime.datetime.now():%Y-%m-%d %H:%M:%S}, Model: {run_id}, "
+                             f"Mode: {'TRAIN' if is_train else 'VALID'}, Initialization Time: {initialization_s}, "
+                             f"Training Time: {training_s}, Finalization Time: {time.time() - begin}\n")
         data_reader.reset()
         return result, step_counter.get_step_count()
 
