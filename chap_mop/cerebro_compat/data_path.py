@@ -5,8 +5,9 @@ Python, then pickled into a local-disk cache) and feeds Keras through ``make_pet
 about 3,700 windows/s per worker, far below what a GPU worker trains. Here only the two calls are
 replaced; the readers are :class:`chap_mop.shard_reader.ShardReader` (the same shards: row groups
 ``i % n == w``, in order) and the dataset is the estimator's ``transformation_fn`` applied to the
-reader (:func:`chap_mop.windows.make_transformation_fn`), batched and prefetched. Model hopping
-itself stays as cerebro schedules it.
+reader (:func:`chap_mop.windows.make_transformation_fn`), batched and prefetched, tf.data's
+autotuning off (:func:`fixed_pipeline_options`). The visits that use them are scheduled by
+:mod:`chap_mop.cerebro_compat.hopping`.
 
 The driver's look at the store (rows, column types, bytes per row) is the project's too:
 cerebro's ``get_simple_meta_from_parquet`` reads it through pyarrow's legacy ``ParquetDataset``
@@ -51,7 +52,7 @@ def fixed_pipeline_options() -> tf.data.Options:
 
 
 def sub_epoch_dataset(reader: ShardReader, transformation_fn, batch_size: int, prep_fn, seed: int | None = None
-                  ) -> tf.data.Dataset:
+                      ) -> tf.data.Dataset:
     """*Executor side*: the sub-epoch's dataset: sequences of the reader, shuffled from ``seed`` (None:
     a fresh one), batched, as Keras inputs."""
     dataset = transformation_fn(reader, seed).batch(batch_size).map(prep_fn).prefetch(PREFETCH_BATCHES)
