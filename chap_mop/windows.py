@@ -111,8 +111,7 @@ def shuffled_blocks(blocks: Iterable[tuple[np.ndarray, np.ndarray]], carried: in
     for data, labels in blocks:
         if held is not None:
             data, labels = np.concatenate([held[0], data]), np.concatenate([held[1], labels])
-        order = rng.permutation(len(data))
-        out, rest = order[:max(len(data) - carried, 0)], order[max(len(data) - carried, 0):]
+        out, rest = np.split(rng.permutation(len(data)), [max(len(data) - carried, 0)])
         if len(out):
             yield data[out], labels[out]
         held = data[rest], labels[rest]

@@ -80,7 +80,7 @@ def test_a_sub_epochs_dataset_runs_without_autotuning_and_repeats_its_seeded_ord
 
     def labels(seed):
         dataset = sub_epoch_dataset(reader, make_transformation_fn(seq_len, shuffle_buffer=64), 16,
-                                lambda sequences: (sequences["data"], sequences["label"]), seed)
+                                    lambda sequences: (sequences["data"], sequences["label"]), seed)
         assert dataset.options().autotune.enabled is False
         return np.concatenate([label for _, label in dataset.as_numpy_iterator()])
 
