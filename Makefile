@@ -19,7 +19,7 @@ $(VENV)/.installed: requirements.txt tools/check_system.py
 # 2 epochs on local Spark, its test report and ensemble -> the ensemble's predictions for all 6
 # (--overwrite: each demo replaces the previous demo run in data/results).
 demo: setup
-	$(PY) -m chap_mop.demo_data --out $(DATA)/demo_h5 --subjects 6 --days 2 --hours 6 --seed 0
+	$(PY) -m chap_mop.dev.demo_data --out $(DATA)/demo_h5 --subjects 6 --days 2 --hours 6 --seed 0
 	$(PY) prep_petastorm_data.py --input $(DATA)/demo_h5 --output $(DATA)/petastorm --train-fraction 0.6 --test-fraction 0.2
 	$(PY) model_selection.py --data $(DATA)/petastorm --results $(DATA)/results --overwrite --epochs 2 --batch-size 16 \
 		--search-space '{"lr": [0.001], "l2_reg": [0.0001], "win_size": [7], "amp_factor": [1, 2]}'
@@ -39,10 +39,10 @@ bench: setup
 CLUSTER_STATE := $(DATA)/spark-cluster.json
 
 cluster-start: setup
-	$(PY) -m chap_mop.local_cluster start --state-file $(CLUSTER_STATE)
+	$(PY) -m chap_mop.dev.local_cluster start --state-file $(CLUSTER_STATE)
 
 cluster-stop: setup
-	$(PY) -m chap_mop.local_cluster stop --state-file $(CLUSTER_STATE)
+	$(PY) -m chap_mop.dev.local_cluster stop --state-file $(CLUSTER_STATE)
 
 clean:
 	rm -rf $(DATA) .pytest_cache

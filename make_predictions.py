@@ -6,7 +6,7 @@ and checked as ``prep_petastorm_data.py`` does::
 
     <pre-processed-dir>/<subject_id>/<YYYY-MM-DD>.h5
 
-Output, one CSV per subject in DeepPostures' format (see ``chap_mop/predictions.py``)::
+Output, one CSV per subject in DeepPostures' format (see ``chap_mop/predict/predictions.py``)::
 
     <predictions-dir>/<model name>/<subject_id>.csv     segment,timestamp,prediction
 
@@ -23,17 +23,18 @@ import sys
 import time
 from pathlib import Path
 
-from chap_mop import runtime_env
+from chap_mop.runtime import runtime_env
 
 # Before anything loads TensorFlow: how loud this run is, on the driver and on every executor.
 runtime_env.configure(verbose=runtime_env.verbose_requested(sys.argv[1:]))
 
-from chap_mop import inference, predictions, prep  # noqa: E402
-from chap_mop.ensemble import read_members  # noqa: E402
+from chap_mop.predict import inference, predictions  # noqa: E402
+from chap_mop.data import prep  # noqa: E402
+from chap_mop.selection.ensemble import read_members  # noqa: E402
 from chap_mop.errors import InputError  # noqa: E402
-from chap_mop.schema import WINDOWS_PER_MINUTE  # noqa: E402
-from chap_mop.spark_progress import PROGRESS_EVERY_S, job_progress  # noqa: E402
-from chap_mop.spark_session import start_spark  # noqa: E402
+from chap_mop.data.schema import WINDOWS_PER_MINUTE  # noqa: E402
+from chap_mop.runtime.spark_progress import PROGRESS_EVERY_S, job_progress  # noqa: E402
+from chap_mop.runtime.spark_session import start_spark  # noqa: E402
 from prep_petastorm_data import check_inputs  # noqa: E402
 
 PROJECT = Path(__file__).resolve().parent

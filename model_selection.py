@@ -16,26 +16,26 @@ import sys
 import time
 from pathlib import Path
 
-from chap_mop import runtime_env
+from chap_mop.runtime import runtime_env
 
 # Before anything loads TensorFlow: how loud this run is, on the driver and on every executor.
 runtime_env.configure(verbose=runtime_env.verbose_requested(sys.argv[1:]))
 
 from chap_mop import cerebro_compat  # first import of cerebro: patches it
-from chap_mop import run_state
+from chap_mop.selection import run_state
 from chap_mop.cerebro_compat.hopping import DEFAULT_MODEL_CACHE_MB, HoppingBackend
-from chap_mop.chap_model import build_chap_model
-from chap_mop.data_store import held_out_dir, read_store
-from chap_mop.ensemble import read_members, save_members
-from chap_mop.evaluation import evaluate, write_test_report
-from chap_mop.halving import DEFAULT_ETA, HalvingPlan, make_plan
+from chap_mop.model.chap_model import build_chap_model
+from chap_mop.data.data_store import held_out_dir, read_store
+from chap_mop.selection.ensemble import read_members, save_members
+from chap_mop.output.evaluation import evaluate, write_test_report
+from chap_mop.selection.halving import DEFAULT_ETA, HalvingPlan, make_plan
 from chap_mop.errors import InputError
-from chap_mop.metrics import COUNT_METRICS, CUSTOM_OBJECTS, RECORDED_METRICS
-from chap_mop.progress import Progress
-from chap_mop.results import METRIC_COLUMNS, RunLog, write_results
-from chap_mop.spark_session import start_spark
-from chap_mop.tracking import MlflowTracker, TrackingError, epoch_listener
-from chap_mop.windows import make_transformation_fn, sequence_length
+from chap_mop.model.metrics import COUNT_METRICS, CUSTOM_OBJECTS, RECORDED_METRICS
+from chap_mop.selection.progress import Progress
+from chap_mop.output.results import METRIC_COLUMNS, RunLog, write_results
+from chap_mop.runtime.spark_session import start_spark
+from chap_mop.selection.tracking import MlflowTracker, TrackingError, epoch_listener
+from chap_mop.data.windows import make_transformation_fn, sequence_length
 
 PROJECT = Path(__file__).resolve().parent
 HYPERPARAMETERS = {"lr": float, "l2_reg": float, "win_size": int, "amp_factor": int}
@@ -115,7 +115,7 @@ def make_search(kind: str, samples: int, plan: HalvingPlan | None, backend, stor
     common = dict(backend=backend, store=store, search_space={k: hp_choice(v) for k, v in space.items()},
                   estimator_gen_fn=functools.partial(estimator_gen_fn, batch_size=batch_size, seed=seed),
                   num_epochs=epochs, evaluation_metric=metric, label_columns=LABEL_COLUMNS,
-                  # verbose 2: cerebro's lines and Keras' one line per sub-epoch; 0: chap_mop.progress's only
+                  # verbose 2: cerebro's lines and Keras' one line per sub-epoch; 0: chap_mop.selection.progress's only
                   feature_columns=FEATURE_COLUMNS, verbose=2 if verbose else 0, run_state=state)
     if plan:
         return ResumableHalvingSearch(plan=plan, **common)

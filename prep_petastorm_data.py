@@ -1,10 +1,10 @@
 """Convert DeepPostures' pre-processed H5 day files to the Petastorm datasets cerebro trains on.
 
-Input, one folder per subject, one file per day of wear (see ``chap_mop/h5_format.py``)::
+Input, one folder per subject, one file per day of wear (see ``chap_mop/data/h5_format.py``)::
 
     <input>/<subject_id>/<YYYY-MM-DD>.h5
 
-Output, split by subject (see ``chap_mop/schema.py``)::
+Output, split by subject (see ``chap_mop/data/schema.py``)::
 
     <output>/train_data/     Petastorm dataset of WindowSchema rows, one per 10-s window
     <output>/val_data/       the same for the validation subjects
@@ -27,12 +27,13 @@ from pathlib import Path
 import pyarrow.fs as pafs
 from pyspark.sql import SparkSession
 
-from chap_mop import prep, runtime_env
+from chap_mop.data import prep
+from chap_mop.runtime import runtime_env
 from chap_mop.errors import InputError
-from chap_mop.petastorm_metadata import write_petastorm_metadata
-from chap_mop.schema import TEST_DIR, TRAIN_DIR, VAL_DIR
-from chap_mop.spark_progress import PROGRESS_EVERY_S, job_progress
-from chap_mop.spark_session import start_spark
+from chap_mop.data.petastorm_metadata import write_petastorm_metadata
+from chap_mop.data.schema import TEST_DIR, TRAIN_DIR, VAL_DIR
+from chap_mop.runtime.spark_progress import PROGRESS_EVERY_S, job_progress
+from chap_mop.runtime.spark_session import start_spark
 
 PROJECT = Path(__file__).resolve().parent
 

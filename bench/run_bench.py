@@ -38,12 +38,13 @@ from pathlib import Path
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from chap_mop import halving, prep
+from chap_mop.selection import halving
+from chap_mop.data import prep
 from chap_mop.cerebro_compat import DEFAULT_POLLING_PERIOD_S
-from chap_mop.demo_data import write_demo_dataset
-from chap_mop.h5_format import read_day_file
-from chap_mop.schema import MANIFEST_NAME, TRAIN_DIR, VAL_DIR, WINDOW_ARROW_SCHEMA, window_table
-from chap_mop.windows import sequence_length
+from chap_mop.dev.demo_data import write_demo_dataset
+from chap_mop.data.h5_format import read_day_file
+from chap_mop.data.schema import MANIFEST_NAME, TRAIN_DIR, VAL_DIR, WINDOW_ARROW_SCHEMA, window_table
+from chap_mop.data.windows import sequence_length
 
 PROJECT = Path(__file__).resolve().parents[1]
 WORK = PROJECT / "bench" / "work"
@@ -213,7 +214,7 @@ def check_same_rows(spark_dir: Path, baseline_dir: Path) -> None:
 
 FIRST_JOB = """
 import time
-from chap_mop.spark_session import start_spark
+from chap_mop.runtime.spark_session import start_spark
 sc = start_spark("local[*]", "first job").sparkContext
 started = time.perf_counter()
 sc.parallelize(range(8), 8).map(lambda x: x).collect()
@@ -362,7 +363,7 @@ def retracing_estimate(alone_runs: list[dict], workers: int) -> float:
     """Worker-seconds that hopping spends tracing Keras functions, estimated from the runs alone.
 
     Alone, a configuration traces its train and predict functions once, in its first epoch; hopped,
-    each worker builds and traces a configuration's model once and keeps it (chap_mop.model_cache).
+    each worker builds and traces a configuration's model once and keeps it (chap_mop.selection.model_cache).
     One trace costs about the first epoch's time less the second's (the same work without tracing).
     """
     return sum(workers * max(0.0, run["fit_s"][0] - run["fit_s"][1] + run["val_s"][0] - run["val_s"][1])

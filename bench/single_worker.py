@@ -26,11 +26,11 @@ tf.config.threading.set_intra_op_parallelism_threads(1)
 tf.config.threading.set_inter_op_parallelism_threads(1)
 
 from chap_mop.cerebro_compat.data_path import sub_epoch_dataset  # noqa: E402
-from chap_mop.chap_model import build_chap_model  # noqa: E402
-from chap_mop.metrics import COUNT_METRICS, accuracy_from_counts  # noqa: E402
-from chap_mop.schema import AXES, SAMPLES_PER_WINDOW, TRAIN_DIR, VAL_DIR  # noqa: E402
-from chap_mop.shard_reader import ShardReader  # noqa: E402
-from chap_mop.windows import cut_sequences, make_transformation_fn, sequence_length  # noqa: E402
+from chap_mop.model.chap_model import build_chap_model  # noqa: E402
+from chap_mop.model.metrics import COUNT_METRICS, accuracy_from_counts  # noqa: E402
+from chap_mop.data.schema import AXES, SAMPLES_PER_WINDOW, TRAIN_DIR, VAL_DIR  # noqa: E402
+from chap_mop.data.shard_reader import ShardReader  # noqa: E402
+from chap_mop.data.windows import cut_sequences, make_transformation_fn, sequence_length  # noqa: E402
 from model_selection import SHUFFLE_SEQUENCES  # noqa: E402
 
 COLLECT_BATCH = 256  # sequences per tf.data batch when collecting a whole split into memory

@@ -11,7 +11,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from chap_mop import legacy_arrow, local_cluster
+from chap_mop.data import legacy_arrow
+from chap_mop.dev import local_cluster
 
 legacy_arrow.install()  # before any test module imports Petastorm, as the project's entry points do
 
@@ -23,7 +24,7 @@ FIXTURE_SUBJECT = SHARED / "fixtures" / "deeppostures_example"
 @pytest.fixture(scope="session")
 def spark():
     """One real local Spark session (2 cores) for the whole test run."""
-    from chap_mop.spark_session import start_spark
+    from chap_mop.runtime.spark_session import start_spark
     session = start_spark("local[2]", "chap-mop-tests", {"spark.sql.shuffle.partitions": "4"})
     yield session
     session.stop()
@@ -41,7 +42,7 @@ def real_fixture_subject() -> Path:
 @pytest.fixture(scope="session")
 def store(tmp_path_factory) -> Path:
     """Petastorm store of 6 demo subjects (1 day of 8 h each) written by prep_petastorm_data.py, 2 partitions."""
-    from chap_mop.demo_data import write_demo_dataset
+    from chap_mop.dev.demo_data import write_demo_dataset
     root = tmp_path_factory.mktemp("selection")
     write_demo_dataset(root / "h5", subjects=6, days=1, hours_per_day=8, seed=1)
     run_script("prep_petastorm_data.py", "--master", "local[2]", "--input", str(root / "h5"),

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from chap_mop import cerebro_compat  # noqa: F401  (environment before TensorFlow)
-from chap_mop.chap_model import build_chap_model
-from chap_mop.metrics import accuracy_from_counts
+from chap_mop.model.chap_model import build_chap_model
+from chap_mop.model.metrics import accuracy_from_counts
 
 import tensorflow as tf  # noqa: E402
 

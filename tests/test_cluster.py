@@ -1,5 +1,5 @@
 """Both scripts against a real Spark standalone cluster on 127.0.0.1: a Master and two 1-core Workers
-started with pyspark's own launcher (``chap_mop.local_cluster``), whose daemons inherit none of this
+started with pyspark's own launcher (``chap_mop.dev.local_cluster``), whose daemons inherit none of this
 test's environment, so the scripts must ship everything their executors need.
 
 Every process a test starts (cluster daemons, executors, the scripts and their driver JVMs) is
@@ -13,8 +13,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from chap_mop import local_cluster
-from chap_mop.demo_data import write_demo_dataset
+from chap_mop.dev import local_cluster
+from chap_mop.dev.demo_data import write_demo_dataset
 from conftest import TrackedScript
 
 # Two configurations of amp_factor 1: amp 2 trains 8 times slower, and the cluster path does not depend on it.

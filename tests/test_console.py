@@ -5,10 +5,10 @@ import time
 
 import pytest
 
-from chap_mop import runtime_env
+from chap_mop.runtime import runtime_env
 from chap_mop.cerebro_compat.reporting import SubEpoch
-from chap_mop.progress import Progress, sub_epoch_summary
-from chap_mop.spark_progress import job_progress
+from chap_mop.selection.progress import Progress, sub_epoch_summary
+from chap_mop.runtime.spark_progress import job_progress
 from chap_mop.text import describe, format_duration
 from conftest import PROJECT
 
@@ -78,7 +78,7 @@ def test_verbose_is_known_before_the_scripts_parse_their_flags(argv, verbose):
 
 NATIVE_NOISE = """
 import os, sys
-from chap_mop import runtime_env
+from chap_mop.runtime import runtime_env
 runtime_env.configure(verbose={verbose})
 with runtime_env.quiet_native_stderr():
     os.write(2, b"I0000 native library noise\\n")

@@ -9,8 +9,8 @@ import h5py
 import numpy as np
 import pytest
 
-from chap_mop.demo_data import generate_subject, write_demo_dataset
-from chap_mop.h5_format import DATASETS, read_day_file
+from chap_mop.dev.demo_data import generate_subject, write_demo_dataset
+from chap_mop.data.h5_format import DATASETS, read_day_file
 
 PROJECT = Path(__file__).resolve().parents[1]
 DAY_FILE = re.compile(r"^\d{4}-\d{2}-\d{2}\.h5$")
@@ -172,7 +172,7 @@ def test_real_fixture_reads_like_generated_files(real_fixture_subject, demo_dir)
 
 def test_command_line_writes_files_and_prints_a_summary(tmp_path):
     out = tmp_path / "cli"
-    command = [sys.executable, "-m", "chap_mop.demo_data", "--out", str(out), "--subjects", "2",
+    command = [sys.executable, "-m", "chap_mop.dev.demo_data", "--out", str(out), "--subjects", "2",
                "--days", "1", "--hours", "0.5", "--seed", "0"]
     result = subprocess.run(command, cwd=PROJECT, capture_output=True, text=True, check=True)
     assert "wrote 2 subjects, 2 day files, 360 windows" in result.stdout

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from chap_mop.evaluation import confusion, minute_confusion, minute_majority, scores
-from chap_mop.inference import classes, vote
+from chap_mop.output.evaluation import confusion, minute_confusion, minute_majority, scores
+from chap_mop.predict.inference import classes, vote
 
 _ = -1  # no prediction
 

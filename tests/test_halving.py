@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from chap_mop.halving import (Bracket, Rung, default_min_epochs, hyperband, make_plan, successive_halving,
+from chap_mop.selection.halving import (Bracket, Rung, default_min_epochs, hyperband, make_plan, successive_halving,
                               survivors)
 from conftest import TrackedScript, run_script
 

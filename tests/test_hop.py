@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from chap_mop import cerebro_compat  # noqa: F401  (patches cerebro before it is imported)
-from chap_mop import hop, hop_checkpoint
-from chap_mop.epoch_schedule import EpochSchedule
-from chap_mop.model_cache import MB, CachedModel, ModelCache, variables_nbytes
+from chap_mop.selection import hop, hop_checkpoint
+from chap_mop.selection.epoch_schedule import EpochSchedule
+from chap_mop.selection.model_cache import MB, CachedModel, ModelCache, variables_nbytes
 from tests.conftest import run_script
 
 CONFIG = {"lr": 0.001, "l2_reg": 0.0001, "win_size": 7, "amp_factor": 1}
@@ -90,7 +90,7 @@ def test_a_hop_checkpoint_round_trips_weights_optimizer_state_and_visits(tmp_pat
 WRITER = """
 import sys, numpy as np
 from pathlib import Path
-from chap_mop import hop_checkpoint
+from chap_mop.selection import hop_checkpoint
 hop_checkpoint.write(Path(sys.argv[1]), [np.ones(400 * 2 ** 20 // 4, np.float32)], [], visits=2)
 """
 
@@ -148,9 +148,9 @@ from cerebro.backend.spark import util as spark_util
 from cerebro.storage import LocalStore
 from cerebro.tune.base import estimator_gen_fn_wrapper
 import model_selection
-from chap_mop import hop
-from chap_mop.epoch_schedule import EpochSchedule
-from chap_mop.shard_reader import ShardReader
+from chap_mop.selection import hop
+from chap_mop.selection.epoch_schedule import EpochSchedule
+from chap_mop.data.shard_reader import ShardReader
 
 store_dir, runs, config, epochs, workers = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), int(sys.argv[4]), 2
 store = LocalStore(store_dir, runs_path=runs)
@@ -176,7 +176,7 @@ print(checkpoint)
 
 
 def keras_weights(path) -> list[np.ndarray]:
-    from chap_mop.inference import load_model
+    from chap_mop.predict.inference import load_model
     return load_model(path).get_weights()
 
 

@@ -1,4 +1,4 @@
-"""The bridge of pyarrow's and NumPy's removed pieces (chap_mop.legacy_arrow) on the pinned stack: each
+"""The bridge of pyarrow's and NumPy's removed pieces (chap_mop.data.legacy_arrow) on the pinned stack: each
 bridged piece used as Petastorm or cerebro uses it, on a real store written by prep_petastorm_data.py."""
 import subprocess
 import sys
@@ -8,8 +8,8 @@ import pyarrow as pa
 import pytest
 
 from chap_mop import cerebro_compat  # noqa: F401  installs the bridge, as every entry point does
-from chap_mop.data_store import read_split
-from chap_mop.schema import TRAIN_DIR, VAL_DIR
+from chap_mop.data.data_store import read_split
+from chap_mop.data.schema import TRAIN_DIR, VAL_DIR
 from tests.conftest import PROJECT
 
 
@@ -39,7 +39,7 @@ def test_petastorm_reads_the_store_through_the_legacy_dataset(store):
 def test_unischema_maps_numpy_string_types_to_spark():
     from petastorm.unischema import _numpy_to_spark_mapping
     from pyspark.sql.types import StringType
-    from chap_mop.petastorm_metadata import WindowSchema
+    from chap_mop.data.petastorm_metadata import WindowSchema
     assert _numpy_to_spark_mapping()[np.str_] == StringType()  # the mapping names np.string_ and np.unicode_
     assert WindowSchema.as_spark_schema()["id"].dataType == StringType()
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from chap_mop.demo_data import write_demo_dataset
+from chap_mop.dev.demo_data import write_demo_dataset
 from conftest import run_script
 
 
@@ -209,8 +209,8 @@ def held_out(tmp_path_factory):
 def independent_predictions(store, model) -> list[tuple[np.ndarray, np.ndarray]]:
     """(labels, classes) of every test subject's windows: sequences by the training rules, argmax per window."""
     import pyarrow.parquet as pq
-    from chap_mop.shard_reader import decode_windows
-    from chap_mop.windows import sequence_starts
+    from chap_mop.data.shard_reader import decode_windows
+    from chap_mop.data.windows import sequence_starts
     seq_len = model.input_shape[1]
     subjects = []
     for path in sorted((store / "test_data").glob("*.parquet")):
@@ -242,8 +242,8 @@ def numpy_confusion(pairs) -> list[list[int]]:
 def test_test_report_matches_the_saved_models_own_predictions(held_out):
     from chap_mop import cerebro_compat  # noqa: F401
     import tensorflow as tf
-    from chap_mop.inference import vote
-    from chap_mop.metrics import CUSTOM_OBJECTS
+    from chap_mop.predict.inference import vote
+    from chap_mop.model.metrics import CUSTOM_OBJECTS
     store, results, stdout = held_out
     report = json.loads((results / "test_report.json").read_text())
     manifest = json.loads((store / "manifest.json").read_text())
@@ -275,8 +275,8 @@ def test_selection_never_reads_the_test_subjects(held_out):
     test_subjects = set(manifest["splits"]["test"]["subjects"])
     assert not test_subjects & set(manifest["splits"]["train"]["subjects"] + manifest["splits"]["validation"]["subjects"])
     # sequences per epoch are counted over train and validation only
-    from chap_mop.data_store import read_store
-    from chap_mop.windows import sequence_length
+    from chap_mop.data.data_store import read_store
+    from chap_mop.data.windows import sequence_length
     _, train, val = read_store(str(store))
     assert summary["sequences_per_epoch"]["1"] == {"train": sum(train.sequences_per_worker(sequence_length(1), 2)),
                                                    "val": sum(val.sequences_per_worker(sequence_length(1), 2))}

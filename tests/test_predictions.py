@@ -1,4 +1,4 @@
-"""make_predictions.py and chap_mop.predictions with real H5 files, real TensorFlow models and real Spark.
+"""make_predictions.py and chap_mop.predict.predictions with real H5 files, real TensorFlow models and real Spark.
 
 Expected rows are computed here from the H5 arrays by a plain loop, not by the module's NumPy. The
 models are untrained CHAP models with fixed seeds: what is tested is which windows get a row, from
@@ -19,16 +19,17 @@ import numpy as np
 import pyarrow.fs as pafs
 import pytest
 
-from chap_mop import runtime_env
+from chap_mop.runtime import runtime_env
 
 runtime_env.import_tensorflow()  # Keras 2 (tf-keras) as tf.keras, before chap_model imports TensorFlow
 
 import tensorflow as tf  # noqa: E402
 
-from chap_mop import inference, predictions, prep  # noqa: E402
-from chap_mop.chap_model import build_chap_model  # noqa: E402
-from chap_mop.demo_data import write_demo_dataset  # noqa: E402
-from chap_mop.h5_format import write_day_file  # noqa: E402
+from chap_mop.predict import inference, predictions  # noqa: E402
+from chap_mop.data import prep  # noqa: E402
+from chap_mop.model.chap_model import build_chap_model  # noqa: E402
+from chap_mop.dev.demo_data import write_demo_dataset  # noqa: E402
+from chap_mop.data.h5_format import write_day_file  # noqa: E402
 from conftest import run_script  # noqa: E402
 
 SCRIPT_TIMEOUT_S = 300  # a script that runs longer than this on the tiny test data hangs

@@ -21,11 +21,11 @@ import pytest
 from petastorm import make_reader
 
 import prep_petastorm_data as script
-from chap_mop import prep
-from chap_mop.demo_data import write_demo_dataset
+from chap_mop.data import prep
+from chap_mop.dev.demo_data import write_demo_dataset
 from chap_mop.errors import InputError
-from chap_mop.h5_format import read_day_file, write_day_file
-from chap_mop.schema import MANIFEST_NAME, TEST_DIR, TRAIN_DIR, VAL_DIR
+from chap_mop.data.h5_format import read_day_file, write_day_file
+from chap_mop.data.schema import MANIFEST_NAME, TEST_DIR, TRAIN_DIR, VAL_DIR
 from conftest import FIXTURE_SUBJECT, run_script
 
 SEED = 7

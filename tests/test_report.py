@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from chap_mop.report import write_report
+from chap_mop.output.report import write_report
 
 NAMES = ["lr", "l2_reg", "win_size", "amp_factor"]
 CONFIGS = [{"lr": 0.001, "l2_reg": 0.0001, "win_size": 1, "amp_factor": 1},

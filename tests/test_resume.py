@@ -11,9 +11,9 @@ import numpy as np
 import psutil
 import pytest
 
-from chap_mop import hop_checkpoint
-from chap_mop.demo_data import write_demo_dataset
-from chap_mop.run_state import CHECKPOINTS_DIR, STATE_NAME
+from chap_mop.selection import hop_checkpoint
+from chap_mop.dev.demo_data import write_demo_dataset
+from chap_mop.selection.run_state import CHECKPOINTS_DIR, STATE_NAME
 from conftest import run_script
 
 GRID = '{"lr": [0.001], "l2_reg": [0.001, 0.0001], "win_size": [1], "amp_factor": [1]}'

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from chap_mop import cerebro_compat  # noqa: F401  (environment before TensorFlow)
-from chap_mop.run_state import (CHECKPOINTS_DIR, RUNS_DIR, STATE_NAME, ResultsFolderError, RunState,
+from chap_mop.selection.run_state import (CHECKPOINTS_DIR, RUNS_DIR, STATE_NAME, ResultsFolderError, RunState,
                                 open_results_folder, remove_run)
 
 import tensorflow as tf  # noqa: E402

@@ -8,12 +8,12 @@ import pytest
 from petastorm import make_reader
 
 from chap_mop import cerebro_compat  # noqa: F401  (environment before TensorFlow)
-from chap_mop.data_store import read_split
-from chap_mop.demo_data import write_demo_dataset
+from chap_mop.data.data_store import read_split
+from chap_mop.dev.demo_data import write_demo_dataset
 from chap_mop.errors import InputError
-from chap_mop.schema import TRAIN_DIR, VAL_DIR, WINDOW_ARROW_SCHEMA
-from chap_mop.shard_reader import ShardReader, decode_windows, row_groups
-from chap_mop.windows import cut_sequences, make_transformation_fn, sequence_length
+from chap_mop.data.schema import TRAIN_DIR, VAL_DIR, WINDOW_ARROW_SCHEMA
+from chap_mop.data.shard_reader import ShardReader, decode_windows, row_groups
+from chap_mop.data.windows import cut_sequences, make_transformation_fn, sequence_length
 from conftest import run_script
 from test_windows import reference_sequences
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from chap_mop.tracking import MlflowTracker, TrackingError
+from chap_mop.selection.tracking import MlflowTracker, TrackingError
 from conftest import PROJECT
 from mlflow_server import free_port, mlflow_server
 
@@ -218,7 +218,7 @@ def test_a_run_tracked_elsewhere_is_not_re_attached_and_a_lost_run_is_named(tmp_
 
 
 def test_the_module_imports_without_mlflow():
-    code = ("import sys; import chap_mop.tracking as tracking; assert 'mlflow' not in sys.modules; "
+    code = ("import sys; import chap_mop.selection.tracking as tracking; assert 'mlflow' not in sys.modules; "
             "sys.modules['mlflow'] = None\n"
             "try: tracking.MlflowTracker.connect('http://127.0.0.1:5000', 'x')\n"
             "except tracking.TrackingError as error: print(error)")

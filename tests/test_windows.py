@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from chap_mop import cerebro_compat  # noqa: F401  (environment before TensorFlow)
-from chap_mop.demo_data import generate_subject
-from chap_mop.windows import (FIELDS, count_sequences, cut_sequences, make_transformation_fn, sequence_length,
+from chap_mop.dev.demo_data import generate_subject
+from chap_mop.data.windows import (FIELDS, count_sequences, cut_sequences, make_transformation_fn, sequence_length,
                               shuffled_blocks)
 
 

@@ -1,18 +1,18 @@
 """Every change this project makes to cerebro-dl 1.1.1, in one package, a module per concern.
 
 Import it before anything imports cerebro or TensorFlow; importing it sets the environment
-cerebro needs (Keras 2 as ``tf.keras``), imports TensorFlow quietly (:mod:`chap_mop.runtime_env`),
+cerebro needs (Keras 2 as ``tf.keras``), imports TensorFlow quietly (:mod:`chap_mop.runtime.runtime_env`),
 bridges the pyarrow and NumPy pieces that cerebro and Petastorm call and today's releases removed
-(:mod:`chap_mop.legacy_arrow`, outside this package because prep needs it without TensorFlow) and
+(:mod:`chap_mop.data.legacy_arrow`, outside this package because prep needs it without TensorFlow) and
 applies every patch once:
 
 * :mod:`.stack`       fixes for today's TensorFlow and Keras 2, the polling period, bind address;
 * :mod:`.selection`   what a search means: metric direction, random draws, TPE, run ids, epoch hooks;
 * :mod:`.faults`      a lost worker ends the run with one clear error; clean teardown;
-* :mod:`.data_path`   workers read their shard with :mod:`chap_mop.shard_reader`, not Petastorm;
+* :mod:`.data_path`   workers read their shard with :mod:`chap_mop.data.shard_reader`, not Petastorm;
 * :mod:`.reporting`   the driver hears of every finished sub-epoch (a SparkBackend subclass);
 * :mod:`.hopping`     an epoch's training and validation in one schedule, on models that stay on
-  their workers between hops (a subclass of that; the worker's side is :mod:`chap_mop.hop`);
+  their workers between hops (a subclass of that; the worker's side is :mod:`chap_mop.selection.hop`);
 * :mod:`.resumable`   grid, random and TPE searches that save every epoch and resume (subclasses,
   not patches);
 * :mod:`.halving_search` successive halving and Hyperband on model hopping (a subclass of those).
@@ -22,7 +22,8 @@ with a message instead of half-applying them.
 """
 import importlib.metadata
 
-from chap_mop import legacy_arrow, runtime_env
+from chap_mop.data import legacy_arrow
+from chap_mop.runtime import runtime_env
 
 # Before anything else imports TensorFlow: cerebro needs Keras 2 (tf-keras) as tf.keras, and
 # TensorFlow's libraries log while they load.

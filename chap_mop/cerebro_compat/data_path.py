@@ -3,9 +3,9 @@
 cerebro builds each worker's readers with Petastorm's ``make_reader`` (rows decoded one by one in
 Python, then pickled into a local-disk cache) and feeds Keras through ``make_petastorm_dataset``:
 about 3,700 windows/s per worker, far below what a GPU worker trains. Here only the two calls are
-replaced; the readers are :class:`chap_mop.shard_reader.ShardReader` (the same shards: row groups
+replaced; the readers are :class:`chap_mop.data.shard_reader.ShardReader` (the same shards: row groups
 ``i % n == w``, in order) and the dataset is the estimator's ``transformation_fn`` applied to the
-reader (:func:`chap_mop.windows.make_transformation_fn`), batched and prefetched, tf.data's
+reader (:func:`chap_mop.data.windows.make_transformation_fn`), batched and prefetched, tf.data's
 autotuning off (:func:`fixed_pipeline_options`). The visits that use them are scheduled by
 :mod:`chap_mop.cerebro_compat.hopping`.
 
@@ -19,8 +19,8 @@ import os
 import pyarrow.parquet as pq
 import tensorflow as tf
 
-from chap_mop.data_store import local_path
-from chap_mop.shard_reader import ShardReader, row_groups
+from chap_mop.data.data_store import local_path
+from chap_mop.data.shard_reader import ShardReader, row_groups
 
 def _shard_readers(train_path: str, val_path: str, shard_count: int, index: int
                    ) -> tuple[ShardReader, ShardReader | None]:
@@ -61,7 +61,7 @@ def sub_epoch_dataset(reader: ShardReader, transformation_fn, batch_size: int, p
 
 def make_dataset_fn(feature_columns, label_columns, metadata, input_shapes, output_shapes, input_names,
                     output_names, batch_size):
-    """cerebro's ``TFKerasUtil.make_dataset_fn`` signature, for readers of :mod:`chap_mop.shard_reader`."""
+    """cerebro's ``TFKerasUtil.make_dataset_fn`` signature, for readers of :mod:`chap_mop.data.shard_reader`."""
     from cerebro.keras.spark.util import _prep_data_fn
     prep_fn = _prep_data_fn(False, input_names, label_columns, input_shapes, output_shapes, output_names)
     return functools.partial(sub_epoch_dataset, batch_size=batch_size, prep_fn=prep_fn)

@@ -12,7 +12,7 @@ from typing import Any
 
 from py4j.protocol import Py4JError, Py4JJavaError
 
-from chap_mop.runtime_env import limit_tf_threads_to_task_cpus
+from chap_mop.runtime.runtime_env import limit_tf_threads_to_task_cpus
 
 WORKER_SHUTDOWN_TIMEOUT_S = 60.0
 # How long a failed call to a worker waits for Spark to say why (an executor's loss is noticed at

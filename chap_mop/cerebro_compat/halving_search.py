@@ -3,16 +3,16 @@
 A subclass of the project's resumable grid search (:mod:`.resumable`), not a patch: cerebro's
 ``HoppingBackend.train_epoch`` already trains any list of configurations by model hopping, so a search
 that hands it only the live ones, epoch by epoch, is successive halving. The brackets and
-configurations come from :func:`chap_mop.halving.make_plan`.
+configurations come from :func:`chap_mop.selection.halving.make_plan`.
 """
 from typing import Callable
 
 from cerebro.tune import GridSearch
 
-from chap_mop import metrics
+from chap_mop.model import metrics
 from chap_mop.cerebro_compat.resumable import ResumableSearch
 from chap_mop.cerebro_compat.selection import is_larger_better
-from chap_mop.halving import HalvingPlan, survivors
+from chap_mop.selection.halving import HalvingPlan, survivors
 
 
 class ResumableHalvingSearch(ResumableSearch, GridSearch):

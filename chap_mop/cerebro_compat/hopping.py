@@ -4,9 +4,9 @@ validation visits in one schedule, with the project's worker sub-epoch.
 cerebro's ``train_for_one_epoch`` ran an epoch as two phases (every training visit, then every
 validation visit), in a timing-dependent order, with a sub-epoch that rebuilt the model from a full
 HDF5 file on every visit. :meth:`HoppingBackend.train_epoch` replaces the two calls: the visits come
-from :class:`chap_mop.epoch_schedule.EpochSchedule` (fixed shard order, configurations of similar
+from :class:`chap_mop.selection.epoch_schedule.EpochSchedule` (fixed shard order, configurations of similar
 cost starting on different workers, validation as soon as a configuration has trained on every
-shard) and run :func:`chap_mop.hop.sub_epoch_trainer` (cached models, weights-only hop
+shard) and run :func:`chap_mop.selection.hop.sub_epoch_trainer` (cached models, weights-only hop
 checkpoints). What cerebro does around them stays: its task clients, its initial Keras checkpoint
 of a new configuration, its per-sub-epoch results and their step-weighted means, its epoch count,
 and its console lines under ``--verbose``.
@@ -18,8 +18,8 @@ from cerebro.backend.spark import backend as spark_backend
 from cerebro.backend.spark import util as spark_util
 
 from chap_mop.cerebro_compat.reporting import ReportingBackend
-from chap_mop.epoch_schedule import EpochSchedule
-from chap_mop.hop import sub_epoch_trainer
+from chap_mop.selection.epoch_schedule import EpochSchedule
+from chap_mop.selection.hop import sub_epoch_trainer
 
 DEFAULT_MODEL_CACHE_MB = 4096  # the default grid at amp 4 and 2: 2.6 GB of variables (README)
 

@@ -5,7 +5,7 @@ that dies loses everything, and nothing can start from a saved epoch. These subc
 cerebro's model hopping epoch by epoch, each epoch trained and validated by
 :meth:`chap_mop.cerebro_compat.hopping.HoppingBackend.train_epoch`, but:
 
-* take a :class:`chap_mop.run_state.RunState` (``run_state=``): every configuration is recorded
+* take a :class:`chap_mop.selection.run_state.RunState` (``run_state=``): every configuration is recorded
   there before it trains, and after every completed epoch its end-of-epoch checkpoint, epochs
   and metrics are saved (after the epoch listeners and TensorBoard logs);
 * restore the configurations a saved run already has: the same run ids and hyper-parameters
@@ -23,9 +23,9 @@ from cerebro.tune.base import ModelSelectionResult, _HPChoice, update_model_resu
 from hyperopt import STATUS_OK, STATUS_RUNNING, Trials, tpe
 from hyperopt.base import Domain
 
-from chap_mop import hop_checkpoint
+from chap_mop.selection import hop_checkpoint
 from chap_mop.cerebro_compat.selection import TENSORBOARD_SUBDIR, is_larger_better
-from chap_mop.run_state import RunState
+from chap_mop.selection.run_state import RunState
 
 
 class ResumableSearch:

@@ -7,7 +7,7 @@ Each patch is a function documented with the defect it fixes and tested in
 import numpy as np
 import tensorflow as tf
 
-from chap_mop.run_state import EPOCH_LOG_SUFFIX
+from chap_mop.selection.run_state import EPOCH_LOG_SUFFIX
 
 LARGER_IS_BETTER = ("r2", "acc", "accuracy", "balanced_accuracy", "auc", "precision", "recall",
                     "f1", "sensitivity", "specificity")
@@ -42,7 +42,7 @@ def patch_tensorboard_logs() -> None:
     ``<runs>/<run_id>/logs/``. Also calls the search's ``epoch_listeners`` after each epoch (cerebro
     has no hook between epochs): they see every run's metrics so far and may add derived ones.
     Each epoch's scalars go to their own event file, named ``*.epoch<k>``, so that a resumed run
-    can drop the files of epochs it trains again (:meth:`chap_mop.run_state.RunState.restore`).
+    can drop the files of epochs it trains again (:meth:`chap_mop.selection.run_state.RunState.restore`).
     """
     from cerebro.tune import base
 

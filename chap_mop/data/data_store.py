@@ -1,0 +1,93 @@
+"""Checks and counts on a prepared data store, done on the driver before any training.
+
+cerebro shards a Petastorm dataset by row group: worker ``w`` of ``n`` reads the row groups
+whose global index ``i`` has ``i % n == w``, in order (:mod:`chap_mop.data.shard_reader`, whose row
+group order this module uses too). Sequences never span two row groups that
+a worker reads apart (their times are not 10 s apart), so counting per worker over exactly
+those row groups gives the sequences each epoch really has.
+"""
+import json
+from dataclasses import dataclass
+from urllib.parse import urlparse
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from chap_mop.errors import InputError
+from chap_mop.data.schema import MANIFEST_NAME, TEST_DIR, TRAIN_DIR, VAL_DIR
+from chap_mop.data.shard_reader import row_groups
+from chap_mop.data.windows import count_sequences
+
+SMALL_COLUMNS = ["id", "time", "non_wear", "sleeping", "label"]
+
+
+class DataStoreError(InputError):
+    """A data store that model selection cannot use; the message says what to do."""
+
+
+@dataclass
+class SplitInfo:
+    """What the driver knows about one split (train or validation) before training."""
+    path: str
+    rows: int
+    row_groups: int
+    columns: dict[str, np.ndarray]  # SMALL_COLUMNS of each row group, in petastorm's order
+    row_group_sizes: list[int]
+
+    def sequences_per_worker(self, seq_len: int, num_workers: int) -> list[int]:
+        """Full sequences of ``seq_len`` windows that each of ``num_workers`` workers reads per epoch."""
+        bounds = np.concatenate([[0], np.cumsum(self.row_group_sizes)])
+        counts = []
+        for worker in range(num_workers):
+            rows = np.concatenate([np.arange(bounds[i], bounds[i + 1])
+                                   for i in range(worker, self.row_groups, num_workers)] or [np.arange(0)])
+            counts.append(count_sequences(*(self.columns[name][rows] for name in SMALL_COLUMNS), seq_len))
+        return counts
+
+
+def local_path(url: str) -> str:
+    """A local file system path for a plain path or a ``file://`` URL."""
+    parsed = urlparse(url)
+    if parsed.scheme not in ("", "file"):
+        raise DataStoreError(f"{url}: only local or shared (NFS) paths are supported for the data store")
+    return parsed.path if parsed.scheme == "file" else url
+
+
+def read_manifest(store: str) -> dict:
+    """The manifest that ``prep_petastorm_data.py`` writes last; its absence means an incomplete store."""
+    path = f"{local_path(store).rstrip('/')}/{MANIFEST_NAME}"
+    try:
+        with open(path) as handle:
+            return json.load(handle)
+    except FileNotFoundError as error:
+        raise DataStoreError(f"{path} not found: {store} is missing or incomplete; run prep_petastorm_data.py "
+                             f"--output {store} first") from error
+
+
+def read_split(store: str, split_dir: str) -> SplitInfo:
+    """Row groups and the small columns (no acceleration data) of one split, in petastorm's order."""
+    path = f"{local_path(store).rstrip('/')}/{split_dir}"
+    try:
+        groups = row_groups(path)
+        tables = [pq.ParquetFile(group.path).read_row_group(group.index, columns=SMALL_COLUMNS) for group in groups]
+    except (OSError, pa.ArrowInvalid) as error:  # a missing folder, an unreadable file, a missing column
+        raise DataStoreError(f"{path}: not a readable data store split ({error}); re-run prep_petastorm_data.py") \
+            from error
+    sizes = [table.num_rows for table in tables]
+    if sum(sizes) == 0:
+        raise DataStoreError(f"{path} holds no rows; re-run prep_petastorm_data.py on data with windows")
+    columns = {name: np.concatenate([table.column(name).to_numpy(zero_copy_only=False) for table in tables])
+               for name in SMALL_COLUMNS}
+    return SplitInfo(path, sum(sizes), len(groups), columns, sizes)
+
+
+def read_store(store: str) -> tuple[dict, SplitInfo, SplitInfo]:
+    """(manifest, train split, validation split) of a prepared store, or a clear DataStoreError."""
+    manifest = read_manifest(store)
+    return manifest, read_split(store, TRAIN_DIR), read_split(store, VAL_DIR)
+
+
+def held_out_dir(store: str, manifest: dict) -> str | None:
+    """The test split's dataset folder, when the store has one (``--test-fraction``), else None."""
+    return f"{local_path(store).rstrip('/')}/{TEST_DIR}" if "test" in manifest["splits"] else None

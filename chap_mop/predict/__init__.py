@@ -1,0 +1,2 @@
+"""The prediction stage: models that predict windows (``inference``) and DeepPostures' CSVs
+(``predictions``)."""

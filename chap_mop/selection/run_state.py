@@ -1,0 +1,280 @@
+"""A model selection run's saved state: what makes a results folder the project's, what a resume
+needs after every completed epoch, and the only files ``--overwrite`` may remove.
+
+Layout inside a results folder::
+
+    run_state.json                        the marker: written when a run starts, rewritten
+                                          (write, then rename) after every completed epoch
+    checkpoints/<run id>/epoch_<k>.h5     each configuration as it was at the end of its last
+                                          completed epoch k: weights and optimizer state
+    runs/<run id>/                        cerebro's working checkpoint (overwritten after every
+                                          sub-epoch, so never trusted on resume) and TensorBoard logs
+    models.csv, history.csv, summary.json, validation_<metric>.png, best_model.h5, report.html,
+    ensemble.json, ensemble/<run id>.h5, test_report.json, test_per_subject.csv, test_confusion.png
+                                          the outputs
+
+A folder is the project's only when it holds ``run_state.json``. Nothing here deletes a path
+that the state does not name or that is not one of the outputs above.
+"""
+import datetime
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+from chap_mop.errors import InputError
+
+STATE_NAME = "run_state.json"
+STATE_FORMAT = 1
+CHECKPOINTS_DIR = "checkpoints"
+RUNS_DIR = "runs"
+OUTPUT_NAMES = ("models.csv", "history.csv", "summary.json", "best_model.h5", "report.html", "ensemble.json",
+                "test_report.json", "test_per_subject.csv", "test_confusion.png")
+MEMBERS_DIR = "ensemble"  # ensemble/<run id>.h5, see chap_mop.selection.ensemble
+OUTPUT_PATTERNS = ("validation_*.png",)
+PARTIAL_SUFFIX = ".partial"
+EPOCH_LOG_SUFFIX = ".epoch"  # TensorBoard event files of epoch k end in ".epoch<k>"
+# Settings that must be equal for a run to be resumed: anything else would make a different run.
+RESUME_KEYS = ("manifest_sha256", "search", "search_space", "samples", "batch_size", "metric", "eta", "min_epochs", "seed")
+FOREIGN_ENTRIES_SHOWN = 3
+
+
+class ResultsFolderError(InputError):
+    """A results folder that this command must not write into; the message says what to pass."""
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``path`` whole or not at all: beside it first, then renamed over it."""
+    partial = path.with_name(f".{path.name}{PARTIAL_SUFFIX}")
+    partial.write_text(text)
+    os.replace(partial, path)
+
+
+def atomic_copy(source: Path, target: Path) -> None:
+    """Copy ``source`` to ``target`` whole or not at all (copied beside it, then renamed)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}{PARTIAL_SUFFIX}")
+    shutil.copyfile(source, partial)
+    os.replace(partial, target)
+
+
+def manifest_fingerprint(manifest: dict) -> str:
+    """SHA-256 of a data store's manifest: a re-prepared store has another."""
+    return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
+
+
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _now() -> str:
+    return datetime.datetime.now().isoformat(timespec="seconds")
+
+
+class RunState:
+    """The saved state of one run in its results folder (``run_state.json`` and checkpoints).
+
+    ``configurations`` lists, in the order the search created them: ``run_id``,
+    ``hyperparameters``, ``epochs_completed``, ``history`` ({metric: per-epoch values}),
+    ``checkpoint`` (path relative to the folder, or None before the first epoch), any
+    search-specific ``extra`` (TPE's hyperopt values, a halving search's bracket) and, once
+    successive halving stopped it, ``stopped_at_rung``.
+    """
+
+    def __init__(self, folder: Path, data: dict):
+        self.folder = folder
+        self.data = data
+
+    @classmethod
+    def create(cls, folder: Path, settings: dict) -> "RunState":
+        """Start a new run: create the folder and write its marker before anything else."""
+        folder.mkdir(parents=True, exist_ok=True)
+        state = cls(folder, {"format": STATE_FORMAT, "status": "running", "created": _now(),
+                             "settings": settings, "configurations": [], "resumes": [],
+                             "wall_clock_seconds": 0.0})
+        state.save()
+        return state
+
+    @classmethod
+    def load(cls, folder: Path) -> "RunState":
+        path = folder / STATE_NAME
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as error:
+            raise ResultsFolderError(f"{path} is not a readable run state ({error}); pass --overwrite to "
+                                     "replace the run") from error
+        if data.get("format") != STATE_FORMAT:
+            raise ResultsFolderError(f"{path} has state format {data.get('format')!r}, expected {STATE_FORMAT}; "
+                                     "pass --overwrite to replace the run")
+        return cls(folder, data)
+
+    def save(self) -> None:
+        self.data["updated"] = _now()
+        atomic_write_text(self.folder / STATE_NAME, json.dumps(self.data, indent=1, default=float) + "\n")
+
+    @property
+    def settings(self) -> dict:
+        return self.data["settings"]
+
+    @property
+    def configurations(self) -> list[dict]:
+        return self.data["configurations"]
+
+    @property
+    def complete(self) -> bool:
+        return self.data["status"] == "complete"
+
+    def epochs_completed(self) -> int:
+        """Epochs that every configuration still training has completed (0 before the first);
+        configurations that successive halving stopped count only where they stopped."""
+        live = [c for c in self.configurations if not c.get("stopped_at_rung")] or self.configurations
+        return min((c["epochs_completed"] for c in live), default=0)
+
+    def configuration_epochs(self) -> int:
+        """Epochs completed by all configurations together."""
+        return sum(c["epochs_completed"] for c in self.configurations)
+
+    def check_resumable(self, settings: dict) -> None:
+        """Stop, naming the first difference, unless ``settings`` continue this run."""
+        for key in RESUME_KEYS:
+            saved, given = self.settings.get(key), settings.get(key)
+            if saved != given:
+                what = "the data store was re-prepared (its manifest changed)" if key == "manifest_sha256" \
+                    else f"{key} was {json.dumps(saved)}, now {json.dumps(given)}"
+                raise ResultsFolderError(f"cannot resume the run in {self.folder}: {what}; use the run's own "
+                                         "settings, or --overwrite to start a new run there")
+        done = max((c["epochs_completed"] for c in self.configurations), default=0)
+        if self.settings.get("eta") is not None and settings["epochs"] != self.settings["epochs"]:
+            raise ResultsFolderError(f"cannot resume the {self.settings['search']} run in {self.folder} with --epochs "
+                                     f"{settings['epochs']}: its rungs were planned for --epochs "
+                                     f"{self.settings['epochs']}; pass that, or --overwrite to start a new run there")
+        if settings["epochs"] < done:
+            raise ResultsFolderError(f"cannot resume the run in {self.folder} with --epochs {settings['epochs']}: "
+                                     f"it has completed {done} epochs; pass --epochs {done} or more")
+
+    def add_configuration(self, run_id: str, hyperparameters: dict, extra: dict | None = None) -> None:
+        self.configurations.append({"run_id": run_id, "hyperparameters": hyperparameters, "epochs_completed": 0,
+                                    "history": {}, "checkpoint": None, "extra": extra or {}})
+        self.save()
+
+    def mark_stopped(self, run_id: str, rung: int) -> None:
+        """Successive halving stopped ``run_id`` at ``rung``; saved with the epoch (:meth:`save_epoch`)."""
+        next(c for c in self.configurations if c["run_id"] == run_id)["stopped_at_rung"] = rung
+
+    def configuration(self, index: int) -> dict | None:
+        return self.configurations[index] if index < len(self.configurations) else None
+
+    def save_epoch(self, checkpoints: dict[str, Path], history: dict[str, dict], epochs: dict[str, int]) -> None:
+        """Record the completed epoch of some configurations, checkpoints first, then the state.
+
+        :param checkpoints: run id -> cerebro's checkpoint, as it is at the end of the epoch.
+        :param history: run id -> every metric so far, one value per completed epoch.
+        :param epochs: run id -> epochs completed.
+        """
+        by_id = {c["run_id"]: c for c in self.configurations}
+        replaced = []
+        for run_id, source in checkpoints.items():
+            kept = Path(CHECKPOINTS_DIR) / run_id / f"epoch_{epochs[run_id]}.h5"
+            atomic_copy(source, self.folder / kept)
+            entry = by_id[run_id]
+            if entry["checkpoint"] and entry["checkpoint"] != str(kept):
+                replaced.append(self.folder / entry["checkpoint"])
+            entry.update(checkpoint=str(kept), epochs_completed=epochs[run_id],
+                         history={name: list(values) for name, values in history[run_id].items()})
+        self.save()
+        for path in replaced:  # only once the state no longer names them
+            path.unlink(missing_ok=True)
+
+    def restore(self, entry: dict, working_checkpoint: Path, logs_dir: Path) -> str | None:
+        """Put one configuration back as it was after its last completed epoch, before training resumes.
+
+        cerebro's working checkpoint becomes the saved end-of-epoch checkpoint (or is removed when no
+        epoch completed, so that cerebro builds the model afresh); checkpoints the state does not name
+        and TensorBoard files of later epochs go.
+
+        The latest resume record (:meth:`record_resume`) notes, per run id, the SHA-256 of the checkpoint
+        restored, or None when the configuration starts afresh.
+        """
+        kept_dir = self.folder / CHECKPOINTS_DIR / entry["run_id"]
+        for stale in kept_dir.glob("*"):
+            if entry["checkpoint"] is None or stale != self.folder / entry["checkpoint"]:
+                stale.unlink()
+        for log in logs_dir.glob(f"*{EPOCH_LOG_SUFFIX}*"):
+            if int(log.name.rsplit(EPOCH_LOG_SUFFIX, 1)[1]) > entry["epochs_completed"]:
+                log.unlink()
+        if entry["checkpoint"] is None:
+            working_checkpoint.unlink(missing_ok=True)
+            digest = None
+        else:
+            atomic_copy(self.folder / entry["checkpoint"], working_checkpoint)
+            digest = file_digest(working_checkpoint)
+        self.data["resumes"][-1]["restored"][entry["run_id"]] = digest
+        self.save()
+
+    def record_resume(self, epochs: int, workers: int) -> None:
+        """Note that the run continues now, for ``epochs`` in all, on ``workers`` workers."""
+        self.data["resumes"].append({"at": _now(), "after_epoch": self.epochs_completed(), "restored": {}})
+        self.data["status"] = "running"
+        self.settings.update(epochs=epochs, workers=workers)
+        self.save()
+
+    def add_session_time(self, seconds: float) -> None:
+        """Add this session's wall-clock seconds to the run's total over every session."""
+        self.data["wall_clock_seconds"] = round(self.data["wall_clock_seconds"] + seconds, 1)
+        self.save()
+
+    def finish(self) -> None:
+        """Mark the run complete, after every output was written."""
+        self.data["status"] = "complete"
+        self.save()
+
+
+def _entries(folder: Path) -> list[str]:
+    return sorted(entry.name for entry in folder.iterdir())
+
+
+def open_results_folder(folder: Path, resume: bool, overwrite: bool) -> RunState | None:
+    """Check that a run may write into ``folder``, before Spark starts.
+
+    :return: the earlier run, to continue (``resume``) or to remove with :func:`remove_run` once the
+        new run's settings are checked (``overwrite``); None for a folder that is missing or empty.
+    :raises ResultsFolderError: the folder holds files of something else, or an earlier run and
+        neither ``resume`` nor ``overwrite`` says what to do with it.
+    """
+    if resume and overwrite:
+        raise ResultsFolderError("--resume and --overwrite exclude each other: continue the run or replace it")
+    if folder.exists() and not folder.is_dir():
+        raise ResultsFolderError(f"results folder {folder} is a file; expected a folder")
+    entries = _entries(folder) if folder.is_dir() else []
+    if not (folder / STATE_NAME).is_file():
+        if entries:
+            shown = ", ".join(entries[:FOREIGN_ENTRIES_SHOWN]) + (", ..." if len(entries) > FOREIGN_ENTRIES_SHOWN else "")
+            raise ResultsFolderError(f"results folder {folder} is not empty and holds no run of this project "
+                                     f"({len(entries)} entries: {shown}); choose a new or empty folder")
+        if resume:
+            raise ResultsFolderError(f"nothing to resume: {folder} holds no run ({STATE_NAME} is missing)")
+        return None
+    state = RunState.load(folder)
+    if resume or overwrite:
+        return state
+    progress = "complete" if state.complete else "incomplete"
+    raise ResultsFolderError(f"results folder {folder} holds an earlier run ({progress}, {state.epochs_completed()} "
+                             f"of {state.settings['epochs']} epochs): pass --resume to continue it or --overwrite "
+                             "to replace it")
+
+
+def remove_run(state: RunState) -> None:
+    """Remove exactly what the run wrote into its folder; anything else in it stays."""
+    folder = state.folder
+    for entry in state.configurations:
+        for subdir in (RUNS_DIR, CHECKPOINTS_DIR):
+            shutil.rmtree(folder / subdir / entry["run_id"], ignore_errors=True)
+        (folder / MEMBERS_DIR / f"{entry['run_id']}.h5").unlink(missing_ok=True)
+    for subdir in (RUNS_DIR, CHECKPOINTS_DIR, MEMBERS_DIR):
+        if (folder / subdir).is_dir() and not any((folder / subdir).iterdir()):
+            (folder / subdir).rmdir()
+    outputs = [folder / name for name in OUTPUT_NAMES]
+    outputs += [path for pattern in OUTPUT_PATTERNS for path in folder.glob(pattern)]
+    for path in outputs + [folder / STATE_NAME, folder / f".{STATE_NAME}{PARTIAL_SUFFIX}"]:
+        path.unlink(missing_ok=True)
