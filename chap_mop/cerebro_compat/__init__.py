@@ -33,7 +33,7 @@ legacy_arrow.install()
 
 from chap_mop.cerebro_compat import data_path, faults, selection, stack  # noqa: E402
 from chap_mop.cerebro_compat.faults import _WORKER_JOBS, WorkerLostError  # noqa: E402,F401
-from chap_mop.cerebro_compat.selection import TENSORBOARD_SUBDIR, is_larger_better  # noqa: E402,F401
+from chap_mop.cerebro_compat.selection import TENSORBOARD_SUBDIR  # noqa: E402,F401
 from chap_mop.cerebro_compat.stack import DEFAULT_POLLING_PERIOD_S  # noqa: E402,F401
 
 CEREBRO_VERSION = "1.1.1"

@@ -11,7 +11,7 @@ from cerebro.tune import GridSearch
 
 from chap_mop.model import metrics
 from chap_mop.cerebro_compat.resumable import ResumableSearch
-from chap_mop.cerebro_compat.selection import is_larger_better
+from chap_mop.model.ranking import is_larger_better
 from chap_mop.selection.halving import HalvingPlan, survivors
 
 

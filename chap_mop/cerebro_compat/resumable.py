@@ -24,7 +24,8 @@ from hyperopt import STATUS_OK, STATUS_RUNNING, Trials, tpe
 from hyperopt.base import Domain
 
 from chap_mop.selection import hop_checkpoint
-from chap_mop.cerebro_compat.selection import TENSORBOARD_SUBDIR, is_larger_better
+from chap_mop.cerebro_compat.selection import TENSORBOARD_SUBDIR
+from chap_mop.model.ranking import best_index, is_larger_better
 from chap_mop.selection.run_state import RunState
 
 
@@ -98,7 +99,7 @@ class ResumableSearch:
         most = max(estimator.getEpochs() for estimator in estimators)
         estimators = [estimator for estimator in estimators if estimator.getEpochs() == most]
         values = [results[estimator.getRunId()]["val_" + self.evaluation_metric][-1] for estimator in estimators]
-        best = estimators[int((np.argmax if is_larger_better(self.evaluation_metric) else np.argmin)(values))]
+        best = estimators[best_index(values, is_larger_better(self.evaluation_metric))]
         model = best.create_model(results[best.getRunId()], best.getRunId(), metadata)
         return ModelSelectionResult(model, results, [model], [column + "__output" for column in self.label_cols])
 

@@ -7,23 +7,17 @@ Each patch is a function documented with the defect it fixes and tested in
 import numpy as np
 import tensorflow as tf
 
+from chap_mop.model.ranking import is_larger_better
 from chap_mop.selection.run_state import EPOCH_LOG_SUFFIX
 
-LARGER_IS_BETTER = ("r2", "acc", "accuracy", "balanced_accuracy", "auc", "precision", "recall",
-                    "f1", "sensitivity", "specificity")
 TENSORBOARD_SUBDIR = "logs"
-
-
-def is_larger_better(metric_name: str) -> bool:
-    """True for metrics where larger is better (accuracies, AUC, ...), false for losses and errors.
-
-    cerebro's own version knows only ``r2``, so selecting by accuracy picked the worst model.
-    """
-    return metric_name.lower() in LARGER_IS_BETTER
 
 
 def patch_metric_direction() -> None:
     """Maximise accuracy-like evaluation metrics, and accept any recorded metric name.
+
+    cerebro's own ``is_larger_better`` knows only ``r2``, so selecting by accuracy picked the worst
+    model; the project's rule is :func:`chap_mop.model.ranking.is_larger_better`.
 
     cerebro validates names against ``loss``/``acc``/``accuracy`` only; which metrics a run
     really records is checked by the caller before training starts (``model_selection.py``).

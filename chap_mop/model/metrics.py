@@ -13,7 +13,7 @@ Labels are 0 = sitting, 1 = not sitting; every window of a sequence is labelled 
 import numpy as np
 import tensorflow as tf
 
-SITTING, NOT_SITTING = 0, 1
+from chap_mop.model.ranking import NOT_SITTING, SITTING
 
 
 def _count(y_true: tf.Tensor, y_pred: tf.Tensor, true_class: int, hits_only: bool) -> tf.Tensor:
@@ -46,7 +46,6 @@ def not_sitting_hits(y_true, y_pred):
 COUNT_METRICS = [sitting_windows, sitting_hits, not_sitting_windows, not_sitting_hits]
 CUSTOM_OBJECTS = {fn.__name__: fn for fn in COUNT_METRICS}
 DERIVED_METRICS = ("accuracy", "balanced_accuracy")
-RECORDED_METRICS = ("loss",) + DERIVED_METRICS
 
 
 def accuracy_from_counts(counts: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

@@ -20,9 +20,9 @@ import numpy as np
 from chap_mop.predict.inference import cached_model, classes, predict_sequences, vote, windows_per_sequence
 from chap_mop.data.shard_reader import ShardReader, row_groups
 from chap_mop.data.windows import sequence_starts
+from chap_mop.model.ranking import NOT_SITTING, SITTING
+from chap_mop.output.plots import confusion_figure, pyplot
 
-SITTING, NOT_SITTING = 0, 1
-CLASS_NAMES = ("sitting", "not sitting")
 SMALL = ("time", "non_wear", "sleeping", "label")
 
 
@@ -140,24 +140,8 @@ def write_test_report(results_dir: Path, per_subject: list[dict], members: list[
 
 
 def plot_confusion(path: Path, report: dict) -> None:
-    """One heat map per model and level: counts, rows true, columns predicted."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    panels = [key for key in report if key.endswith(("window", "minute"))]
-    figure, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.2), squeeze=False)
-    for ax, key in zip(axes[0], panels):
-        matrix = np.array(report[key]["confusion_matrix"])
-        ax.imshow(matrix, cmap="Blues")
-        for (row, column), count in np.ndenumerate(matrix):
-            ax.text(column, row, str(count), ha="center", va="center",
-                    color="white" if count > matrix.max() / 2 else "black")
-        ax.set_xticks([0, 1], CLASS_NAMES)
-        ax.set_yticks([0, 1], CLASS_NAMES)
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("true")
-        ax.set_title(f"{key}: bal {report[key]['balanced_accuracy']:.3f}", fontsize=9)
-    figure.tight_layout()
+    """One heat map per model and level of ``report`` (e.g. ``best window``), as a PNG at ``path``."""
+    panels = {key: report[key]["confusion_matrix"] for key in report if key.endswith(("window", "minute"))}
+    figure = confusion_figure(panels, {key: f"{key}: bal {report[key]['balanced_accuracy']:.3f}" for key in panels})
     figure.savefig(path, dpi=110)
-    plt.close(figure)
+    pyplot().close(figure)

@@ -15,12 +15,10 @@ import math
 import os
 from pathlib import Path
 
+from chap_mop.model.ranking import METRIC_COLUMNS, RECORDED_METRICS, rank_key
+from chap_mop.output.plots import confusion_figure, pyplot
 from chap_mop.text import describe, format_duration
 
-# chap_mop.model.metrics.RECORDED_METRICS, not imported: that module loads TensorFlow.
-METRICS = ("loss", "accuracy", "balanced_accuracy")
-METRIC_COLUMNS = [prefix + name for prefix in ("train_", "val_") for name in METRICS]
-CLASS_NAMES = ("sitting", "not sitting")  # labels 0 and 1, see chap_mop.model.metrics
 LOG_SCALE_CANDIDATES = ("lr", "l2_reg")
 # Keys the summary list shows itself; every other scalar key goes to the settings table.
 SUMMARY_KEYS = {"best_run_id", "hyperparameters", "evaluation_metric", "value", "search", "epochs", "workers",
@@ -85,12 +83,6 @@ def write_report(path: Path, summary: dict, model_rows: list[dict], history_rows
     partial = path.with_name(f".{path.name}.partial")
     partial.write_text(page, encoding="utf-8")
     os.replace(partial, path)
-
-
-def rank_key(value, larger_is_better: bool) -> tuple[bool, float]:
-    """Sort key putting the best value first and missing or NaN values last."""
-    missing = not isinstance(value, (int, float)) or math.isnan(value)
-    return missing, 0.0 if missing else (-value if larger_is_better else value)
 
 
 def format_value(value, exact: bool = False) -> str:
@@ -165,19 +157,12 @@ def figure_section(title: str, figure) -> str:
     return f'<h2>{html.escape(title)}</h2><img alt="{html.escape(title)}" src="data:image/png;base64,{data}">\n'
 
 
-def pyplot():
-    import matplotlib
-    matplotlib.use("Agg")  # no display: the report is written on a cluster driver
-    import matplotlib.pyplot as plt
-    return plt
-
-
 def learning_curves(history_rows: list[dict], ranked: list[dict], names: list[str]):
     """Three panels (loss, accuracy, balanced accuracy) per epoch, one colour per configuration."""
     plt = pyplot()
     from matplotlib.lines import Line2D
     from matplotlib.ticker import MaxNLocator
-    figure, axes = plt.subplots(1, len(METRICS), figsize=(11, 3.4 + 0.22 * math.ceil(len(ranked) / 3)),
+    figure, axes = plt.subplots(1, len(RECORDED_METRICS), figsize=(11, 3.4 + 0.22 * math.ceil(len(ranked) / 3)),
                                 layout="constrained")
     colours = plt.get_cmap("tab10" if len(ranked) <= 10 else "viridis")
     handles = []
@@ -185,12 +170,12 @@ def learning_curves(history_rows: list[dict], ranked: list[dict], names: list[st
         colour = colours(index if len(ranked) <= 10 else index / (len(ranked) - 1))
         epochs = sorted((entry for entry in history_rows if entry["run_id"] == row["run_id"]),
                         key=lambda entry: entry["epoch"])
-        for panel, metric in zip(axes, METRICS):
+        for panel, metric in zip(axes, RECORDED_METRICS):
             x = [entry["epoch"] for entry in epochs]
             panel.plot(x, [entry.get("train_" + metric) for entry in epochs], "--x", color=colour, markersize=4)
             panel.plot(x, [entry.get("val_" + metric) for entry in epochs], "-o", color=colour, markersize=4)
         handles.append(Line2D([], [], color=colour, label=config_label(row, names)))
-    for panel, metric in zip(axes, METRICS):
+    for panel, metric in zip(axes, RECORDED_METRICS):
         panel.set_title(metric.replace("_", " "))
         panel.set_xlabel("epoch")
         panel.set_xlim(0.5, max((entry["epoch"] for entry in history_rows), default=1) + 0.5)
@@ -242,20 +227,3 @@ def test_section(test: dict) -> str:
             f"<table><thead><tr>{header}</tr></thead><tbody>{body}</tbody></table>\n")
     matrices = {name: level["confusion_matrix"] for name, level in levels.items() if "confusion_matrix" in level}
     return text + (figure_section("Test confusion matrix", confusion_figure(matrices)) if matrices else "")
-
-
-def confusion_figure(matrices: dict[str, list[list[float]]]):
-    plt = pyplot()
-    figure, axes = plt.subplots(1, len(matrices), figsize=(3.6 * len(matrices), 3.2), layout="constrained",
-                                squeeze=False)
-    for panel, (name, matrix) in zip(axes[0], matrices.items()):
-        panel.imshow(matrix, cmap="Blues")
-        peak = max(max(line) for line in matrix)
-        for true, line in enumerate(matrix):
-            for predicted, count in enumerate(line):
-                panel.text(predicted, true, f"{count:g}", ha="center", va="center",
-                           color="white" if count > peak / 2 else "black")
-        panel.set_xticks(range(len(CLASS_NAMES)), CLASS_NAMES)
-        panel.set_yticks(range(len(CLASS_NAMES)), CLASS_NAMES)
-        panel.set(xlabel="predicted", ylabel="true", title=name)
-    return figure

@@ -14,10 +14,8 @@ import json
 from pathlib import Path
 
 from chap_mop.model import metrics
-from chap_mop.cerebro_compat import is_larger_better
+from chap_mop.model.ranking import METRIC_COLUMNS, best_index, is_larger_better, rank_key
 from chap_mop.output.report import write_report
-
-METRIC_COLUMNS = [prefix + name for prefix in ("train_", "val_") for name in metrics.RECORDED_METRICS]
 
 
 class RunLog:
@@ -59,15 +57,14 @@ class RunLog:
 
         def key(run_id: str) -> tuple[int, bool, float]:
             value = self.history[run_id][metric][-1]
-            return -self.epochs_done(run_id), value != value, -value if larger else value  # NaN != NaN
+            return -self.epochs_done(run_id), *rank_key(value, larger)
 
         return sorted(self.history, key=key)
 
     def best_epoch(self, run_id: str) -> int:
         """1-based epoch with the best validation value of the evaluation metric."""
         values = self.history[run_id]["val_" + self.evaluation_metric]
-        pick = max if is_larger_better(self.evaluation_metric) else min
-        return values.index(pick(values)) + 1
+        return best_index(values, is_larger_better(self.evaluation_metric)) + 1
 
     def table(self) -> str:
         """A fixed-width table of every run's latest metrics."""

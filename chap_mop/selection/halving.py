@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from chap_mop.errors import InputError
-from chap_mop.output.report import rank_key
+from chap_mop.model.ranking import ranked
 
 DEFAULT_ETA = 3
 DRAW_SEED = 2020  # cerebro's own seed: the same flags draw the same configurations
@@ -185,4 +185,4 @@ def make_plan(search: str, space: dict[str, list], samples: int | None, eta: int
 
 def survivors(values: list[float], keep: int, larger_is_better: bool) -> list[int]:
     """Indices of the ``keep`` best ``values`` (NaN last, ties to the earlier), in their original order."""
-    return sorted(sorted(range(len(values)), key=lambda index: rank_key(values[index], larger_is_better))[:keep])
+    return sorted(ranked(values, larger_is_better)[:keep])

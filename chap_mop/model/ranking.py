@@ -1,0 +1,41 @@
+"""What "better" means, in one place: the class names, the metrics a run records, which direction
+of each wins, and how configurations are ranked.
+
+Free of TensorFlow, so that tables, reports and plans can rank without loading it. Every
+ranking in the project (the best run, an ensemble's members, a halving rung's survivors, the
+report's leaderboard) goes through :func:`rank_key`: best value first, a missing or NaN value
+last, ties kept in the order given (``sorted`` is stable), so the earlier configuration wins.
+"""
+import math
+from collections.abc import Sequence
+
+SITTING, NOT_SITTING = 0, 1  # the model's class ids (labels in the store)
+CLASS_NAMES = ("sitting", "not sitting")  # by class id
+RECORDED_METRICS = ("loss", "accuracy", "balanced_accuracy")  # per epoch, for training and validation
+METRIC_COLUMNS = [prefix + name for prefix in ("train_", "val_") for name in RECORDED_METRICS]
+LARGER_IS_BETTER = ("r2", "acc", "accuracy", "balanced_accuracy", "auc", "precision", "recall",
+                    "f1", "sensitivity", "specificity")
+
+
+def is_larger_better(metric_name: str) -> bool:
+    """True for metrics where larger is better (accuracies, AUC, ...), false for losses and errors.
+
+    A ``train_`` or ``val_`` prefix is ignored.
+    """
+    return metric_name.lower().removeprefix("val_").removeprefix("train_") in LARGER_IS_BETTER
+
+
+def rank_key(value, larger_is_better: bool) -> tuple[bool, float]:
+    """Sort key putting the best value first and missing or NaN values last."""
+    missing = not isinstance(value, (int, float)) or math.isnan(value)
+    return missing, 0.0 if missing else (-value if larger_is_better else value)
+
+
+def ranked(values: Sequence, larger_is_better: bool) -> list[int]:
+    """Indices of ``values``, best first (NaN last, ties to the earlier)."""
+    return sorted(range(len(values)), key=lambda index: rank_key(values[index], larger_is_better))
+
+
+def best_index(values: Sequence, larger_is_better: bool) -> int:
+    """Index of the best of ``values`` (NaN never, unless all are; ties to the earlier)."""
+    return ranked(values, larger_is_better)[0]
