@@ -8,11 +8,12 @@ DATA := data
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt tools/check_system.py
+# The package, editable, with the extras the tests need, at the versions of the lock (requirements.txt).
+$(VENV)/.installed: requirements.txt pyproject.toml tools/check_system.py
 	@$(PYTHON) tools/check_system.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet -c requirements.txt -e '.[mlflow,test]'
 	touch $@
 
 # Demo: 6 synthetic subjects -> Petastorm (one held out for testing) -> a 2-configuration grid for

@@ -40,7 +40,7 @@ import pyarrow.parquet as pq
 
 from chap_mop.selection import halving
 from chap_mop.data import prep
-from chap_mop.cerebro_compat import DEFAULT_POLLING_PERIOD_S
+from chap_mop.selection.epoch_schedule import DEFAULT_POLLING_PERIOD_S
 from chap_mop.dev.demo_data import write_demo_dataset
 from chap_mop.data.h5_format import read_day_file
 from chap_mop.data.schema import MANIFEST_NAME, TRAIN_DIR, VAL_DIR, WINDOW_ARROW_SCHEMA, window_table

@@ -17,7 +17,8 @@ import statistics
 import time
 from pathlib import Path
 
-from chap_mop import cerebro_compat  # noqa: F401  first: sets tf-keras and patches cerebro before TF loads
+from chap_mop import cerebro_compat
+cerebro_compat.enable()  # TensorFlow with Keras 2, the pyarrow bridge, cerebro's patches
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -31,7 +32,7 @@ from chap_mop.model.metrics import COUNT_METRICS, accuracy_from_counts  # noqa: 
 from chap_mop.data.schema import AXES, SAMPLES_PER_WINDOW, TRAIN_DIR, VAL_DIR  # noqa: E402
 from chap_mop.data.shard_reader import ShardReader  # noqa: E402
 from chap_mop.data.windows import cut_sequences, make_transformation_fn, sequence_length  # noqa: E402
-from model_selection import SHUFFLE_SEQUENCES  # noqa: E402
+from chap_mop.selection.estimator import SHUFFLE_SEQUENCES  # noqa: E402
 
 COLLECT_BATCH = 256  # sequences per tf.data batch when collecting a whole split into memory
 

@@ -5,6 +5,13 @@ import os
 import pytest
 
 from chap_mop import cerebro_compat
+from chap_mop.errors import WorkerLostError
+
+cerebro_compat.enable()  # TensorFlow with Keras 2, the pyarrow bridge, cerebro's patches
+
+from chap_mop.cerebro_compat import faults  # noqa: E402
+from chap_mop.cerebro_compat.selection import TENSORBOARD_SUBDIR  # noqa: E402
+from chap_mop.selection.epoch_schedule import DEFAULT_POLLING_PERIOD_S  # noqa: E402
 
 import numpy as np  # noqa: E402  (after the compat module, as the scripts do)
 import tensorflow as tf  # noqa: E402
@@ -59,7 +66,7 @@ def test_metric_direction(metric, larger):
 def test_polling_period_is_a_fast_setting(spark):
     from cerebro.backend import SparkBackend
     assert SparkBackend(spark.sparkContext, num_workers=1, verbose=0).settings.polling_period == \
-        cerebro_compat.DEFAULT_POLLING_PERIOD_S < 2
+        DEFAULT_POLLING_PERIOD_S < 2
     assert SparkBackend(spark.sparkContext, num_workers=1, verbose=0, polling_period=0.5
                         ).settings.polling_period == 0.5
 
@@ -73,7 +80,7 @@ def test_tensorboard_logs_are_kept_in_the_store(tmp_path):
     base.log_hp_to_tensorboard([estimator], [{"lr": 0.001}], store, 0)
     estimator.setEpochs(1)
     base.log_epoch_metrics_to_tensorboard([estimator], {run_id: {"val_loss": [0.5]}}, store, 0)
-    logs = sorted((tmp_path / "runs" / run_id / cerebro_compat.TENSORBOARD_SUBDIR).glob("events.out.tfevents.*"))
+    logs = sorted((tmp_path / "runs" / run_id / TENSORBOARD_SUBDIR).glob("events.out.tfevents.*"))
     assert len(logs) == 2
     tags = {value.tag for log in logs for event in tf.compat.v1.train.summary_iterator(str(log))
             for value in event.summary.value}
@@ -141,7 +148,7 @@ def test_teardown_ends_the_workers_spark_job(spark):
     from cerebro.backend import SparkBackend
     backend = SparkBackend(spark.sparkContext, num_workers=2, verbose=0)
     backend.initialize_workers()
-    job = cerebro_compat._WORKER_JOBS[backend.spark_job_group]
+    job = faults._WORKER_JOBS[backend.spark_job_group]
     assert job.thread.is_alive()
     backend.teardown_workers()
     assert not job.thread.is_alive() and job.failure is None  # ended on its own, not cancelled
@@ -162,18 +169,18 @@ def test_lost_worker_ends_the_run_with_a_clear_error(spark):
     backend = SparkBackend(spark.sparkContext, num_workers=2, verbose=0)
     backend.initialize_workers()
     client = backend.task_clients[1]
-    job = cerebro_compat._WORKER_JOBS[backend.spark_job_group]
+    job = faults._WORKER_JOBS[backend.spark_job_group]
     assert client.sub_epoch_completed().flag is False  # alive and idle
     listening_child(next(iter(client.addresses().values()))[0][1]).kill()  # the task of worker 1 dies
     started = time.monotonic()
-    with pytest.raises(cerebro_compat.WorkerLostError,
+    with pytest.raises(WorkerLostError,
                        match=r"worker or executor was lost: cerebro's task service #1 stopped answering "
                              r"\(\[Errno 111\] Connection refused\); Spark: Job aborted"):
         client.sub_epoch_completed()
     backend.teardown_workers()  # the finally of cerebro's fit: must neither hang nor raise
     assert time.monotonic() - started < 60
-    assert not job.thread.is_alive() and backend.spark_job_group not in cerebro_compat._WORKER_JOBS
-    with pytest.raises(cerebro_compat.WorkerLostError, match="the Spark job hosting cerebro's workers failed"):
+    assert not job.thread.is_alive() and backend.spark_job_group not in faults._WORKER_JOBS
+    with pytest.raises(WorkerLostError, match="the Spark job hosting cerebro's workers failed"):
         backend.task_clients[0].sub_epoch_completed()  # noticed from the job, without any call failing
     assert spark.sparkContext.parallelize(range(4), 2).sum() == 6  # Spark itself carries on
 

@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from chap_mop import cerebro_compat  # noqa: F401  (environment before TensorFlow)
+from chap_mop import cerebro_compat
+cerebro_compat.enable()  # TensorFlow with Keras 2, the pyarrow bridge, cerebro's patches
 from chap_mop.model.chap_model import build_chap_model
 from chap_mop.model.metrics import accuracy_from_counts
 

@@ -9,7 +9,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from chap_mop import cerebro_compat  # noqa: F401  (patches cerebro before it is imported)
+from chap_mop import cerebro_compat
+cerebro_compat.enable()  # TensorFlow with Keras 2, the pyarrow bridge, cerebro's patches
 from chap_mop.selection import hop, hop_checkpoint
 from chap_mop.selection.epoch_schedule import EpochSchedule
 from chap_mop.selection.model_cache import MB, CachedModel, ModelCache, variables_nbytes
@@ -114,8 +115,8 @@ def test_a_checkpoint_truncated_mid_write_is_never_loaded(tmp_path):
 
 
 def compiled_model(amp_factor: int):
-    import model_selection
-    estimator = model_selection.estimator_gen_fn({**CONFIG, "amp_factor": amp_factor}, batch_size=4, seed=0)
+    from chap_mop.selection.estimator import estimator_gen_fn
+    estimator = estimator_gen_fn({**CONFIG, "amp_factor": amp_factor}, batch_size=4, seed=0)
     model = estimator._compile_model(estimator._get_keras_utils())
     hop.optimizer_variables(model)  # built, as after a first training visit
     return model
@@ -144,10 +145,11 @@ import tensorflow as tf
 tf.config.threading.set_intra_op_parallelism_threads(1)  # as each cerebro worker task of 1 core
 tf.config.threading.set_inter_op_parallelism_threads(1)
 from chap_mop import cerebro_compat
+cerebro_compat.enable()
 from cerebro.backend.spark import util as spark_util
 from cerebro.storage import LocalStore
 from cerebro.tune.base import estimator_gen_fn_wrapper
-import model_selection
+from chap_mop.selection import estimator as model_selection
 from chap_mop.selection import hop
 from chap_mop.selection.epoch_schedule import EpochSchedule
 from chap_mop.data.shard_reader import ShardReader

@@ -7,7 +7,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from chap_mop import cerebro_compat  # noqa: F401  installs the bridge, as every entry point does
+from chap_mop import cerebro_compat
+cerebro_compat.enable()  # TensorFlow with Keras 2, the pyarrow bridge, cerebro's patches
 from chap_mop.data.data_store import read_split
 from chap_mop.data.schema import TRAIN_DIR, VAL_DIR
 from tests.conftest import PROJECT
@@ -20,7 +21,7 @@ def python(code: str) -> subprocess.CompletedProcess:
 def test_petastorm_and_cerebro_import_only_through_the_bridge():
     without = python("import petastorm")
     assert without.returncode == 1 and "No module named 'pyarrow.filesystem'" in without.stderr
-    bridged = python("from chap_mop import legacy_arrow; legacy_arrow.install(); "
+    bridged = python("from chap_mop.data import legacy_arrow; legacy_arrow.install(); "
                      "import petastorm, petastorm.hdfs.namenode, cerebro.backend.spark.util")
     assert bridged.returncode == 0, bridged.stderr[-2000:]
 
@@ -39,9 +40,9 @@ def test_petastorm_reads_the_store_through_the_legacy_dataset(store):
 def test_unischema_maps_numpy_string_types_to_spark():
     from petastorm.unischema import _numpy_to_spark_mapping
     from pyspark.sql.types import StringType
-    from chap_mop.data.petastorm_metadata import WindowSchema
+    from chap_mop.data.petastorm_metadata import window_schema
     assert _numpy_to_spark_mapping()[np.str_] == StringType()  # the mapping names np.string_ and np.unicode_
-    assert WindowSchema.as_spark_schema()["id"].dataType == StringType()
+    assert window_schema().as_spark_schema()["id"].dataType == StringType()
 
 
 def test_cerebro_local_store_reads_checkpoints(tmp_path):

@@ -84,7 +84,8 @@ def test_best_run_is_the_best_validation_balanced_accuracy(selection):
 
 
 def test_best_model_loads_and_predicts(selection):
-    from chap_mop import cerebro_compat  # noqa: F401
+    from chap_mop import cerebro_compat
+    cerebro_compat.enable()  # TensorFlow with Keras 2, the pyarrow bridge, cerebro's patches
     import tensorflow as tf
     results, _, _ = selection
     model = tf.keras.models.load_model(results / "best_model.h5")
@@ -153,7 +154,8 @@ def check_child_runs(client, children, results, epochs: int) -> None:
 
 def test_mlflow_server_gets_a_parent_and_a_child_run_per_configuration(store, tmp_path):
     """A real `mlflow server` (SQLite, served artifacts); runs read back with MlflowClient."""
-    from chap_mop import cerebro_compat  # noqa: F401  (Keras 2 as tf.keras)
+    from chap_mop import cerebro_compat
+    cerebro_compat.enable()  # TensorFlow with Keras 2, the pyarrow bridge, cerebro's patches
     import tensorflow as tf
     from mlflow_server import mlflow_server
     with mlflow_server(tmp_path) as uri:
@@ -240,7 +242,8 @@ def numpy_confusion(pairs) -> list[list[int]]:
 
 
 def test_test_report_matches_the_saved_models_own_predictions(held_out):
-    from chap_mop import cerebro_compat  # noqa: F401
+    from chap_mop import cerebro_compat
+    cerebro_compat.enable()  # TensorFlow with Keras 2, the pyarrow bridge, cerebro's patches
     import tensorflow as tf
     from chap_mop.predict.inference import vote
     from chap_mop.model.metrics import CUSTOM_OBJECTS

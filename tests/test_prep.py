@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 from petastorm import make_reader
 
-import prep_petastorm_data as script
+from chap_mop.data import prepare as script
 from chap_mop.data import prep
 from chap_mop.dev.demo_data import write_demo_dataset
 from chap_mop.errors import InputError

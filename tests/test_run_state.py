@@ -5,7 +5,8 @@ import hashlib
 import numpy as np
 import pytest
 
-from chap_mop import cerebro_compat  # noqa: F401  (environment before TensorFlow)
+from chap_mop import cerebro_compat
+cerebro_compat.enable()  # TensorFlow with Keras 2, the pyarrow bridge, cerebro's patches
 from chap_mop.selection.run_state import (CHECKPOINTS_DIR, RUNS_DIR, STATE_NAME, ResultsFolderError, RunState,
                                 open_results_folder, remove_run)
 

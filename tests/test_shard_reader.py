@@ -7,7 +7,8 @@ import pyarrow.parquet as pq
 import pytest
 from petastorm import make_reader
 
-from chap_mop import cerebro_compat  # noqa: F401  (environment before TensorFlow)
+from chap_mop import cerebro_compat
+cerebro_compat.enable()  # TensorFlow with Keras 2, the pyarrow bridge, cerebro's patches
 from chap_mop.data.data_store import read_split
 from chap_mop.dev.demo_data import write_demo_dataset
 from chap_mop.errors import InputError

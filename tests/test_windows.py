@@ -3,7 +3,8 @@ windows, whatever the block boundaries; the tf.data pipeline delivers them all."
 import numpy as np
 import pytest
 
-from chap_mop import cerebro_compat  # noqa: F401  (environment before TensorFlow)
+from chap_mop import cerebro_compat
+cerebro_compat.enable()  # TensorFlow with Keras 2, the pyarrow bridge, cerebro's patches
 from chap_mop.dev.demo_data import generate_subject
 from chap_mop.data.windows import (FIELDS, count_sequences, cut_sequences, make_transformation_fn, sequence_length,
                               shuffled_blocks)

@@ -1,10 +1,10 @@
 """Every change this project makes to cerebro-dl 1.1.1, in one package, a module per concern.
 
-Import it before anything imports cerebro or TensorFlow; importing it sets the environment
-cerebro needs (Keras 2 as ``tf.keras``), imports TensorFlow quietly (:mod:`chap_mop.runtime.runtime_env`),
+Importing it changes nothing. :func:`enable` does it all, once, before cerebro is imported: it
+imports TensorFlow quietly with Keras 2 as ``tf.keras`` (:mod:`chap_mop.runtime.runtime_env`),
 bridges the pyarrow and NumPy pieces that cerebro and Petastorm call and today's releases removed
-(:mod:`chap_mop.data.legacy_arrow`, outside this package because prep needs it without TensorFlow) and
-applies every patch once:
+(:mod:`chap_mop.data.legacy_arrow`, outside this package because prep needs it without TensorFlow)
+and applies every patch:
 
 * :mod:`.stack`       fixes for today's TensorFlow and Keras 2, the polling period, bind address;
 * :mod:`.selection`   what a search means: metric direction, random draws, TPE, run ids, epoch hooks;
@@ -17,24 +17,15 @@ applies every patch once:
   not patches);
 * :mod:`.halving_search` successive halving and Hyperband on model hopping (a subclass of those).
 
-The patches are written against cerebro-dl 1.1.1 exactly: on any other version the import stops
-with a message instead of half-applying them.
+The stages call :func:`enable` on the driver; cerebro's worker tasks call it on each executor before
+they unpickle cerebro's code (:func:`chap_mop.cerebro_compat.faults.patch_clean_shutdown`). Import
+the submodules only after it. The patches are written against cerebro-dl 1.1.1 exactly: on any
+other version :func:`enable` stops with a message instead of half-applying them.
 """
 import importlib.metadata
 
 from chap_mop.data import legacy_arrow
 from chap_mop.runtime import runtime_env
-
-# Before anything else imports TensorFlow: cerebro needs Keras 2 (tf-keras) as tf.keras, and
-# TensorFlow's libraries log while they load.
-runtime_env.import_tensorflow()
-# Before anything imports cerebro or Petastorm: the pyarrow and NumPy pieces they call and today's lack.
-legacy_arrow.install()
-
-from chap_mop.cerebro_compat import data_path, faults, selection, stack  # noqa: E402
-from chap_mop.cerebro_compat.faults import _WORKER_JOBS, WorkerLostError  # noqa: E402,F401
-from chap_mop.cerebro_compat.selection import TENSORBOARD_SUBDIR  # noqa: E402,F401
-from chap_mop.cerebro_compat.stack import DEFAULT_POLLING_PERIOD_S  # noqa: E402,F401
 
 CEREBRO_VERSION = "1.1.1"
 
@@ -48,9 +39,22 @@ def check_cerebro_version() -> None:
             f"{CEREBRO_VERSION} only: install the pinned stack with `pip install -r requirements.txt`")
 
 
+def enable() -> None:
+    """Make cerebro-dl work on this stack in this process (idempotent); call before importing cerebro.
+
+    TensorFlow is imported first, quietly and with Keras 2 (tf-keras) as ``tf.keras``, because cerebro
+    needs Keras 2 and TensorFlow's libraries log while they load; then the pyarrow bridge, because
+    cerebro imports Petastorm; then every patch.
+    """
+    runtime_env.import_tensorflow()
+    legacy_arrow.install()
+    apply_patches()
+
+
 def apply_patches() -> None:
-    """Check the cerebro-dl version and apply every patch (idempotent)."""
+    """Check the cerebro-dl version and apply every patch (idempotent); :func:`enable` calls it."""
     check_cerebro_version()
+    from chap_mop.cerebro_compat import data_path, faults, selection, stack
     stack.patch_optimizer_get_weights()
     stack.patch_polling_period()
     stack.patch_service_bind_address()
@@ -63,5 +67,3 @@ def apply_patches() -> None:
     faults.patch_worker_loss()
     data_path.patch_data_path()
 
-
-apply_patches()

@@ -5,6 +5,7 @@ Each patch is a function documented with the defect it fixes and tested in
 ``tests/test_cerebro_compat.py``; :func:`chap_mop.cerebro_compat.apply_patches` applies them.
 """
 import functools
+import pickle
 import struct
 import threading
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from typing import Any
 
 from py4j.protocol import Py4JError, Py4JJavaError
 
+from chap_mop.errors import WorkerLostError
 from chap_mop.runtime.runtime_env import limit_tf_threads_to_task_cpus
 
 WORKER_SHUTDOWN_TIMEOUT_S = 60.0
@@ -21,11 +23,6 @@ SPARK_FAILURE_WAIT_S = 30.0
 # What a call to a worker's task service raises when the worker is gone: refused, reset or timed
 # out connections (OSError), or a reply cut short (EOFError, struct.error while unpacking it).
 RPC_ERRORS = (OSError, EOFError, struct.error)
-
-
-class WorkerLostError(RuntimeError):
-    """cerebro's workers are gone: a worker's task, executor or host was lost mid-run, or the Spark
-    job that hosts the workers failed. The message says which and quotes Spark's reason."""
 
 
 @dataclass
@@ -77,16 +74,18 @@ def patch_clean_shutdown() -> None:
     whose (daemon) thread records Spark's reason instead, and still tells cerebro's driver service
     as cerebro does; teardown waits for the job to end, and cancels it first when its workers were
     lost, instead of telling dead workers to finish. Its tasks run cerebro's worker through
-    :func:`_run_worker_task`, so that executors apply these patches too.
+    :func:`_run_worker_task`, so that executors apply these patches before they unpickle cerebro's code.
     """
     from cerebro.backend.spark import backend as spark_backend
+    from pyspark import cloudpickle
     if getattr(spark_backend._make_spark_thread, "_chap_mop_patched", False):
         return
     original_teardown = spark_backend.SparkBackend.teardown_workers
 
     def _make_spark_thread(spark_context, spark_job_group, driver, result_queue, settings):
         job = WorkerJob(spark_context, spark_job_group)
-        mapper = functools.partial(_run_worker_task, spark_backend._make_mapper(driver.addresses(), settings))
+        mapper = functools.partial(_run_worker_task,
+                                   cloudpickle.dumps(spark_backend._make_mapper(driver.addresses(), settings)))
 
         def run_spark():
             completed = False
@@ -122,15 +121,20 @@ def patch_clean_shutdown() -> None:
     spark_backend.SparkBackend.teardown_workers = teardown_workers
 
 
-def _run_worker_task(mapper, partition):
-    """*Executor side*: run cerebro's worker task ``mapper`` in a Python that has applied every patch.
+def _run_worker_task(payload: bytes, partition):
+    """*Executor side*: run cerebro's worker task in a Python that has applied every patch.
 
-    cloudpickle ships this function by reference, so unpickling it imports this package on the
-    executor and applies the patches there too (e.g. ``stack.patch_service_bind_address``), and it
-    sizes TensorFlow's threads to the task's cores before any sub-epoch runs.
+    ``payload`` is cerebro's pickled worker task. Spark unpickles this function (a reference to this
+    module, which imports neither cerebro nor TensorFlow) before it runs; cerebro's task is
+    unpickled here only after :func:`chap_mop.cerebro_compat.enable`, because unpickling it imports
+    cerebro, Petastorm and TensorFlow. TensorFlow's threads are sized to the task's cores before
+    any sub-epoch runs.
     """
+    from chap_mop import cerebro_compat
+
+    cerebro_compat.enable()
     limit_tf_threads_to_task_cpus()
-    return mapper(partition)
+    return pickle.loads(payload)(partition)
 
 
 def patch_worker_loss() -> None:

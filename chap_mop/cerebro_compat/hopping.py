@@ -20,8 +20,8 @@ from cerebro.backend.spark import util as spark_util
 from chap_mop.cerebro_compat.reporting import ReportingBackend
 from chap_mop.selection.epoch_schedule import EpochSchedule
 from chap_mop.selection.hop import sub_epoch_trainer
+from chap_mop.selection.model_cache import DEFAULT_MODEL_CACHE_MB
 
-DEFAULT_MODEL_CACHE_MB = 4096  # the default grid at amp 4 and 2: 2.6 GB of variables (README)
 
 
 def _say(text: str) -> None:

@@ -10,7 +10,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-DEFAULT_POLLING_PERIOD_S = 0.1
+from chap_mop.selection.epoch_schedule import DEFAULT_POLLING_PERIOD_S
 
 
 def patch_optimizer_get_weights() -> None:

@@ -145,3 +145,24 @@ def plot_confusion(path: Path, report: dict) -> None:
     figure = confusion_figure(panels, {key: f"{key}: bal {report[key]['balanced_accuracy']:.3f}" for key in panels})
     figure.savefig(path, dpi=110)
     pyplot().close(figure)
+
+
+def report_test(spark, test_dir: str, results_dir: Path, best_path: Path, members: list[dict], best_run: str) -> dict:
+    """Evaluate the chosen model and the ensemble on the test subjects; write and print the test report.
+
+    :param members: the ensemble's members as saved (best first), or [] for the best run alone.
+    :return: the report, as ``summary.json``'s ``test`` entry.
+    """
+    from chap_mop.selection.ensemble import read_members
+
+    model_paths = [member["model"] for member in read_members(results_dir)] if members else [str(best_path)]
+    report = write_test_report(results_dir, evaluate(spark, test_dir, model_paths), members or [{"run_id": best_run}])
+    line = f"Test ({report['subjects']} subjects never used for selection):"
+    for who in ("best", "ensemble"):
+        if f"{who} window" in report:
+            window, minute = report[f"{who} window"], report[f"{who} minute"]
+            name = "best run" if who == "best" else f"ensemble of {len(members)}"
+            line += (f" {name} balanced accuracy {window['balanced_accuracy']:.4f} per window, "
+                     f"{minute['balanced_accuracy']:.4f} per minute;")
+    print(line.rstrip(";"))
+    return report

@@ -6,14 +6,20 @@ with ``addPyFile``) and the same Python interpreter as the driver (``spark.pyspa
 ``PYSPARK_PYTHON`` overrides it, for workers whose interpreter lives elsewhere).
 
 On a ``spark://`` or YARN master nothing else is needed from the workers but that interpreter
-with the pinned requirements installed: executors inherit nothing from the driver's environment.
+with this package installed: executors inherit nothing from the driver's environment.
+
+The master is the one given; without one, spark-submit's ``--master`` or ``spark.master`` of
+``spark-defaults.conf``, and ``local[*]`` only when neither sets one (spark-submit's own default,
+which also applies when plain ``python`` starts Spark).
 Where Spark listens follows ``SPARK_LOCAL_IP`` (driver, executors and, through
 :func:`chap_mop.cerebro_compat.stack.patch_service_bind_address`, cerebro's services).
 """
+import contextlib
 import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from chap_mop.runtime import runtime_env
@@ -29,10 +35,11 @@ def package_zip(dest_dir: str) -> str:
     return shutil.make_archive(str(Path(dest_dir) / PACKAGE_DIR.name), "zip", staging)
 
 
-def start_spark(master: str, app_name: str, conf: dict[str, str] | None = None):
+def start_spark(master: str | None, app_name: str, conf: dict[str, str] | None = None):
     """Start (or join) a SparkSession on ``master`` that ships this package to its executors.
 
-    :param master: Spark master URL: ``local[*]``, ``local[2]``, ``spark://host:7077``, ...
+    :param master: Spark master URL: ``local[*]``, ``local[2]``, ``spark://host:7077``, ...; None:
+        spark-submit's or ``spark-defaults.conf``'s, else ``local[*]``.
     :param app_name: Name shown in the Spark UI.
     :param conf: Extra Spark settings, applied last.
     """
@@ -47,7 +54,8 @@ def start_spark(master: str, app_name: str, conf: dict[str, str] | None = None):
 
     from pyspark.sql import SparkSession
 
-    builder = (SparkSession.builder.master(master).appName(app_name)
+    builder = SparkSession.builder if master is None else SparkSession.builder.master(master)
+    builder = (builder.appName(app_name)
                .config("spark.pyspark.python", python)
                .config("spark.pyspark.driver.python", sys.executable)
                .config("spark.ui.showConsoleProgress", "false")
@@ -62,3 +70,19 @@ def start_spark(master: str, app_name: str, conf: dict[str, str] | None = None):
     spark.sparkContext.setLogLevel("WARN")
     spark.sparkContext.addPyFile(package_zip(tempfile.mkdtemp(prefix="chap_mop_pyfiles_")))
     return spark
+
+
+@contextlib.contextmanager
+def spark_for(spark, master: str | None, app_name: str, conf: dict[str, str] | None = None) -> Iterator:
+    """``spark`` itself when given (left running), else a new session that is stopped on every way out.
+
+    :param spark: a running SparkSession of the caller's, or None.
+    """
+    if spark is not None:
+        yield spark
+        return
+    session = start_spark(master, app_name, conf)
+    try:
+        yield session
+    finally:
+        session.stop()

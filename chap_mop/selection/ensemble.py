@@ -52,3 +52,28 @@ def read_members(results_dir: Path) -> list[dict]:
                          "--ensemble-size 2 or more")
     members = json.loads(path.read_text())["members"]
     return [{**member, "model": str(Path(results_dir) / member["model"])} for member in members]
+
+
+def build_ensemble(results_dir: Path, run_log, configurations: list[dict], size: int) -> list[dict]:
+    """Save the top ``size`` configurations of ``run_log`` as the ensemble; none for 1.
+
+    Only configurations that trained every epoch can be members (successive halving's stopped ones
+    are left out).
+
+    :param run_log: the run's :class:`chap_mop.output.results.RunLog`.
+    :param configurations: the run state's configurations (``run_id``, ``checkpoint`` relative to
+        ``results_dir``).
+    :return: the members as :func:`save_members` wrote them; [] for no ensemble.
+    """
+    finished = [run_id for run_id in run_log.ranked() if run_log.epochs_done(run_id) == run_log.num_epochs]
+    ranked = finished[:size]
+    if 1 < size and len(ranked) < min(size, len(run_log.history)):
+        print(f"ensemble: {len(ranked)} of --ensemble-size {size} configurations trained all {run_log.num_epochs} "
+              "epochs" + ("; no ensemble" if len(ranked) < 2 else ""))
+    if len(ranked) < 2:
+        return []
+    metric = "val_" + run_log.evaluation_metric
+    checkpoints = {entry["run_id"]: results_dir / entry["checkpoint"] for entry in configurations}
+    return save_members(results_dir, [{"run_id": run_id, "hyperparameters": run_log.params(run_id), "metric": metric,
+                                       "value": run_log.history[run_id][metric][-1]} for run_id in ranked],
+                        checkpoints)

@@ -24,6 +24,8 @@ workers.
 """
 from dataclasses import dataclass, field
 
+DEFAULT_POLLING_PERIOD_S = 0.1  # how often the driver checks its workers for a finished visit; cerebro's is 2 s
+
 
 @dataclass
 class EpochSchedule:

@@ -11,6 +11,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+DEFAULT_MODEL_CACHE_MB = 4096  # per worker; the default grid at amp 4 and 2 holds 2.6 GB of variables
+
 MB = 2 ** 20
 
 

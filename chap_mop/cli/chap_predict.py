@@ -1,0 +1,65 @@
+"""``chap-predict``: sitting or not sitting for every 10-s window, in DeepPostures' CSV format."""
+import argparse
+from dataclasses import asdict
+
+from chap_mop.cli.common import add_spark_flags, alias_help, new_parser, run_stage
+from chap_mop.predict.predictions import PADDING_MODES
+from chap_mop.predict.stage import PredictSettings
+
+
+def build_parser(defaults: PredictSettings, description: str | None = None, prog: str | None = None
+                 ) -> argparse.ArgumentParser:
+    """The flags of the prediction stage, each defaulting to ``defaults``."""
+    from chap_mop.predict import stage
+
+    parser = new_parser(description or stage.__doc__, prog)
+    data = parser.add_argument_group("data")
+    data.add_argument("--pre-processed-dir", default=defaults.pre_processed_dir, metavar="DIR",
+                      help="folder of subject folders of <YYYY-MM-DD>.h5 day files: path, file:// or hdfs:// URL, "
+                           "readable by every Spark worker")
+    data.add_argument("--skip-bad-files", action="store_true", default=defaults.skip_bad_files,
+                      help="skip unreadable or malformed day files and empty subject folders, and list them, "
+                           "instead of stopping at the first")
+    model = parser.add_argument_group("model")
+    model.add_argument("--results", "--model-checkpoint-path", dest="results", default=defaults.results,
+                       metavar="DIR", help=alias_help("results folder of chap-select (model_selection.py); its best "
+                                                      "model predicts", "--model-checkpoint-path"))
+    model.add_argument("--ensemble", action="store_true", default=defaults.ensemble,
+                       help="predict with the results folder's ensemble (ensemble.json), a majority vote")
+    model.add_argument("--padding", default=defaults.padding, choices=PADDING_MODES,
+                       help="windows after a segment's last full sequence: drop them, zero-pad, or wrap (predict "
+                            "the last T windows)")
+    model.add_argument("--batch-size", type=int, default=defaults.batch_size, help="sequences per predict call")
+    output = parser.add_argument_group("output")
+    output.add_argument("--predictions-dir", default=defaults.predictions_dir, metavar="DIR",
+                        help="folder for <model name>/<subject_id>.csv: new, empty, or written here before; "
+                             "visible to every worker")
+    output.add_argument("--output-label", action="store_true", default=defaults.output_label,
+                        help="add the label column (from the day files)")
+    output.add_argument("--no-segment", action="store_true", default=defaults.no_segment,
+                        help="leave out the segment column")
+    output.add_argument("--probabilities", action="store_true", default=defaults.probabilities,
+                        help="add probability_sitting (the ensemble's: mean of its members')")
+    spark = add_spark_flags(parser, defaults.master, defaults.verbose)
+    spark.add_argument("--progress-every", dest="progress_every_s", type=float, default=defaults.progress_every_s,
+                       metavar="SECONDS", help="seconds between progress lines")
+    return parser
+
+
+def main(argv: list[str] | None = None, defaults: PredictSettings | None = None, description: str | None = None
+         ) -> None:
+    """Parse ``argv`` (flags override ``defaults``) and predict; exits non-zero on failure."""
+    parser = build_parser(defaults or PredictSettings(), description)
+    args = parser.parse_args(argv)
+    settings = PredictSettings(**{name: getattr(args, name) for name in asdict(PredictSettings())})
+
+    def stage() -> None:
+        from chap_mop.predict.stage import predict
+
+        predict(settings)
+
+    run_stage(parser, stage)
+
+
+if __name__ == "__main__":
+    main()

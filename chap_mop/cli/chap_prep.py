@@ -1,0 +1,65 @@
+"""``chap-prep``: DeepPostures' pre-processed H5 day files -> the Petastorm store that selection reads."""
+import argparse
+from dataclasses import asdict
+
+from chap_mop.cli.common import add_spark_flags, alias_help, new_parser, run_stage
+from chap_mop.data.prepare import PrepSettings
+
+
+def build_parser(defaults: PrepSettings, description: str | None = None, prog: str | None = None
+                 ) -> argparse.ArgumentParser:
+    """The flags of the data stage, each defaulting to ``defaults``."""
+    from chap_mop.data import prepare
+
+    parser = new_parser(description or prepare.__doc__, prog)
+    data = parser.add_argument_group("data")
+    data.add_argument("--pre-processed-dir", "--input", dest="input", default=defaults.input, metavar="DIR",
+                      help=alias_help("folder of subject folders of <YYYY-MM-DD>.h5 day files: path, file:// or "
+                                      "hdfs:// URL, readable by every Spark worker", "--input"))
+    data.add_argument("--skip-bad-files", action="store_true", default=defaults.skip_bad_files,
+                      help="skip unreadable or malformed day files and empty subject folders, and list them, "
+                           "instead of stopping at the first")
+    split = parser.add_argument_group("split")
+    split.add_argument("--train-fraction", type=float, default=defaults.train_fraction,
+                       help="fraction of subjects (rounded down) that train; the rest validate (or test)")
+    split.add_argument("--test-fraction", type=float, default=defaults.test_fraction,
+                       help="fraction of subjects (rounded down, at least one when > 0) held out in test_data to "
+                            "test the chosen model, never used for selection; 0: no test split")
+    split.add_argument("--seed", type=int, default=defaults.seed, help="seed of the subject split")
+    output = parser.add_argument_group("output")
+    output.add_argument("--store", "--output", dest="output", default=defaults.output, metavar="DIR",
+                        help=alias_help("store folder for train_data, val_data, test_data and manifest.json: "
+                                        "path, file:// or hdfs:// URL; new, empty, or a store written here "
+                                        "before, which is replaced", "--output"))
+    output.add_argument("--partitions", type=int, default=defaults.partitions,
+                        help="Parquet files per split (at most one per subject) and minimum row groups per split; "
+                             "at least the number of cerebro workers (default: "
+                             + (str(defaults.partitions) if defaults.partitions else "Spark's default parallelism")
+                             + ")")
+    output.add_argument("--row-group-size-mb", type=int, default=defaults.row_group_size_mb,
+                        help="maximum Parquet row group size in MB, 1-2047; a worker holds one row group in memory")
+    spark = add_spark_flags(parser, defaults.master, defaults.verbose)
+    spark.add_argument("--progress-every", dest="progress_every_s", type=float, default=defaults.progress_every_s,
+                       metavar="SECONDS", help="seconds between progress lines of each pass")
+    return parser
+
+
+def main(argv: list[str] | None = None, defaults: PrepSettings | None = None, description: str | None = None
+         ) -> None:
+    """Parse ``argv`` (flags override ``defaults``) and prepare the store; exits non-zero on failure."""
+    parser = build_parser(defaults or PrepSettings(), description)
+    args = parser.parse_args(argv)
+    settings = PrepSettings(**{name: getattr(args, name) for name in asdict(PrepSettings())})
+
+    def stage() -> None:
+        from chap_mop.data.prepare import prepare_store
+        from chap_mop.runtime import runtime_env
+
+        runtime_env.configure(settings.verbose)
+        prepare_store(settings)
+
+    run_stage(parser, stage)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""What the three programs share: help layout, shared flags, and how errors become exit codes."""
+import argparse
+import sys
+from collections.abc import Callable
+
+from chap_mop import __version__
+from chap_mop.errors import EXIT_BAD_INPUT, EXIT_WORKER_LOST, InputError, WorkerLostError
+
+MASTER_DEFAULT_HELP = "default: spark-submit's --master or spark.master of spark-defaults.conf, else local[*]"
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions as written, and each flag's default after its help (unless the help says it)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+            return text
+        return text + " (default: %(default)s)"
+
+
+def new_parser(description: str, prog: str | None = None) -> argparse.ArgumentParser:
+    """A parser with the project's help layout and ``--version``."""
+    parser = argparse.ArgumentParser(prog=prog, description=description, formatter_class=HelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s (chap-mop) {__version__}")
+    return parser
+
+
+def add_spark_flags(parser: argparse.ArgumentParser, master: str | None, verbose: bool = False
+                    ) -> argparse._ArgumentGroup:
+    """The ``Spark`` group: ``--master`` and ``--verbose``; returns it for more flags."""
+    group = parser.add_argument_group("Spark")
+    group.add_argument("--master", default=master, metavar="URL",
+                       help="Spark master URL: local[2], spark://host:7077, yarn ... ("
+                            + (f"default: {master}" if master else MASTER_DEFAULT_HELP) + ")")
+    group.add_argument("--verbose", action="store_true", default=verbose,
+                       help="also show Spark's, TensorFlow's, Keras' and cerebro's own lines (for debugging)")
+    return group
+
+
+def alias_help(text: str, earlier: str) -> str:
+    """Help of a flag that also answers to an earlier name."""
+    return f"{text}; {earlier} is its earlier name, still accepted"
+
+
+def run_stage(parser: argparse.ArgumentParser, stage: Callable[[], object],
+              worker_lost_advice: str = "") -> None:
+    """Run ``stage``; bad input exits 2 and a lost worker 3, each with one ``error:`` line.
+
+    :param worker_lost_advice: what to do after a lost worker, appended to its line.
+    """
+    sys.stdout.reconfigure(line_buffering=True)  # progress lines appear as they happen, also in a pipe
+    try:
+        stage()
+    except InputError as error:
+        parser.exit(EXIT_BAD_INPUT, f"error: {error}\n")
+    except WorkerLostError as error:
+        parser.exit(EXIT_WORKER_LOST, f"error: {error}{worker_lost_advice}\n")

@@ -1,0 +1,34 @@
+"""One configuration of the search as the cerebro estimator that model hopping trains."""
+from chap_mop.data.windows import make_transformation_fn, sequence_length
+from chap_mop.model.chap_model import build_chap_model
+from chap_mop.model.metrics import COUNT_METRICS, CUSTOM_OBJECTS
+
+FEATURE_COLUMNS = ["id", "time", "data", "non_wear", "sleeping"]  # all read; only "data" enters the model
+LABEL_COLUMNS = ["label"]
+SHUFFLE_SEQUENCES = 256  # per worker; about 13 MB at 7 minutes
+
+
+def estimator_gen_fn(params: dict, batch_size: int, seed: int | None = None):
+    """A cerebro SparkEstimator of the CHAP model for one configuration.
+
+    :param params: ``lr`` (Adam learning rate), ``l2_reg`` (L2 penalty), ``win_size`` (minutes
+        per sequence), ``amp_factor`` (CNN width multiplier).
+    :param batch_size: Sequences per training step.
+    :param seed: initial weights from this seed (None: random), the same for every run that gives it.
+    """
+    from cerebro.keras import SparkEstimator
+    import tensorflow as tf
+
+    if seed is not None:
+        tf.keras.utils.set_random_seed(seed)
+
+    seq_len = sequence_length(params["win_size"])
+    return SparkEstimator(
+        model=build_chap_model(seq_len, params["amp_factor"], params["l2_reg"]),
+        optimizer=tf.keras.optimizers.Adam(learning_rate=params["lr"]),
+        # One softmax per window, integer labels: the loss that matches the model's head.
+        loss="sparse_categorical_crossentropy",
+        metrics=COUNT_METRICS,
+        custom_objects=CUSTOM_OBJECTS,
+        batch_size=batch_size,
+        transformation_fn=make_transformation_fn(seq_len, shuffle_buffer=SHUFFLE_SEQUENCES))
