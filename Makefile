@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DATA := data
 
-.PHONY: setup demo test bench clean cluster-start cluster-stop
+.PHONY: setup demo test test-fast bench clean cluster-start cluster-stop
 
 setup: $(VENV)/.installed
 
@@ -21,14 +21,19 @@ $(VENV)/.installed: requirements.txt pyproject.toml tools/check_system.py
 # (--overwrite: each demo replaces the previous demo run in data/results).
 demo: setup
 	$(PY) -m chap_mop.dev.demo_data --out $(DATA)/demo_h5 --subjects 6 --days 2 --hours 6 --seed 0
-	$(PY) prep_petastorm_data.py --input $(DATA)/demo_h5 --output $(DATA)/petastorm --train-fraction 0.6 --test-fraction 0.2
-	$(PY) model_selection.py --data $(DATA)/petastorm --results $(DATA)/results --overwrite --epochs 2 --batch-size 16 \
+	$(PY) prep_petastorm_data.py --pre-processed-dir $(DATA)/demo_h5 --store $(DATA)/petastorm --train-fraction 0.6 --test-fraction 0.2
+	$(PY) model_selection.py --store $(DATA)/petastorm --results $(DATA)/results --overwrite --epochs 2 --batch-size 16 \
 		--search-space '{"lr": [0.001], "l2_reg": [0.0001], "win_size": [7], "amp_factor": [1, 2]}'
-	$(PY) make_predictions.py --pre-processed-dir $(DATA)/demo_h5 --model-checkpoint-path $(DATA)/results \
+	$(PY) make_predictions.py --pre-processed-dir $(DATA)/demo_h5 --results $(DATA)/results \
 		--predictions-dir $(DATA)/predictions --ensemble
 
+# Everything (what .ci/run runs), the 15 slowest tests listed just before pytest's summary line.
 test: setup
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=15 tests
+
+# The quick lane: no Spark job, no training, no cluster (markers in pytest.ini), in a few minutes.
+test-fast: setup
+	$(PY) -m pytest -q -m "not spark and not slow and not cluster" tests
 
 # Benchmark of every stage against its limit (about 15 min on 2 cores): bench/README.md.
 bench: setup

@@ -1,6 +1,13 @@
-"""Shared test fixtures and helpers: a real local Spark session, the path to ../shared, script runs,
-scripts run in the background with their whole process tree tracked, and a real standalone Spark
-cluster on 127.0.0.1."""
+"""Shared test fixtures and helpers: a real local Spark session, the path to ../shared, the stages
+called in this process on that session, script runs, scripts run in the background with their whole
+process tree tracked, and a real standalone Spark cluster on 127.0.0.1.
+
+Markers (declared in pytest.ini): a test that uses a Spark fixture is marked ``spark`` here, one
+that uses the standalone cluster ``cluster``; modules that train models mark themselves ``slow``.
+``make test-fast`` runs the tests with none of these.
+"""
+import contextlib
+import io
 import os
 import subprocess
 import sys
@@ -39,14 +46,58 @@ def real_fixture_subject() -> Path:
     return FIXTURE_SUBJECT
 
 
+SPARK_FIXTURES = {"spark", "store", "learnable_store", "scripts", "local_run"}  # a test that uses one of these needs Spark
+CLUSTER_FIXTURES = {"cluster"}
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """Mark every test by the expensive fixtures it uses, so that the fast lane can leave it out."""
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        if names & CLUSTER_FIXTURES:
+            item.add_marker(pytest.mark.cluster)
+        if names & (SPARK_FIXTURES | CLUSTER_FIXTURES):
+            item.add_marker(pytest.mark.spark)
+
+
+def prepare_in_process(spark, h5: Path, store: Path, **settings) -> tuple[dict, str]:
+    """The data stage in this process on ``spark``, 2 partitions unless given: the manifest and what it printed."""
+    from chap_mop.data.prepare import PrepSettings, prepare_store
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        manifest = prepare_store(PrepSettings(input=str(h5), output=str(store), **{"partitions": 2} | settings), spark)
+    return manifest, printed.getvalue()
+
+
+def select_in_process(spark, store: Path, results: Path, **settings) -> tuple[dict | None, str]:
+    """The selection stage in this process on ``spark`` (2 workers, batch 16 unless given): its summary
+    and what it printed."""
+    from chap_mop.selection.stage import SelectionSettings, run_selection
+    printed = io.StringIO()
+    settings = {"workers": 2, "batch_size": 16} | settings
+    with contextlib.redirect_stdout(printed):
+        summary = run_selection(SelectionSettings(data=str(store), results=str(results), **settings), spark)
+    return summary, printed.getvalue()
+
+
 @pytest.fixture(scope="session")
-def store(tmp_path_factory) -> Path:
-    """Petastorm store of 6 demo subjects (1 day of 8 h each) written by prep_petastorm_data.py, 2 partitions."""
+def store(spark, tmp_path_factory) -> Path:
+    """Petastorm store of 6 demo subjects (1 day of 2 h each), 2 partitions: enough for every rule of
+    model selection (hops, halving, resume, tracking), too little to learn much."""
     from chap_mop.dev.demo_data import write_demo_dataset
     root = tmp_path_factory.mktemp("selection")
+    write_demo_dataset(root / "h5", subjects=6, days=1, hours_per_day=2, seed=1)
+    prepare_in_process(spark, root / "h5", root / "store")
+    return root / "store"
+
+
+@pytest.fixture(scope="session")
+def learnable_store(spark, tmp_path_factory) -> Path:
+    """Petastorm store of 6 demo subjects (1 day of 8 h each), 2 partitions: enough that 2 epochs learn."""
+    from chap_mop.dev.demo_data import write_demo_dataset
+    root = tmp_path_factory.mktemp("learnable")
     write_demo_dataset(root / "h5", subjects=6, days=1, hours_per_day=8, seed=1)
-    run_script("prep_petastorm_data.py", "--master", "local[2]", "--input", str(root / "h5"),
-               "--output", str(root / "store"), "--partitions", "2")
+    prepare_in_process(spark, root / "h5", root / "store")
     return root / "store"
 
 

@@ -26,9 +26,9 @@ TRAINING_STARTED = " sub-epochs | "  # the first progress line: one sub-epoch do
 
 @pytest.fixture(scope="module")
 def demo_h5(tmp_path_factory) -> Path:
-    """4 demo subjects x 1 day x 4 hours of H5 day files."""
+    """4 demo subjects x 1 day x 1.5 hours of H5 day files."""
     out = tmp_path_factory.mktemp("cluster_h5") / "h5"
-    write_demo_dataset(out, subjects=4, days=1, hours_per_day=4, seed=3)
+    write_demo_dataset(out, subjects=4, days=1, hours_per_day=1.5, seed=3)
     return out
 
 
@@ -46,8 +46,8 @@ def listening_addresses(processes: list[psutil.Process]) -> set[str]:
 
 def prepare(scripts, cluster, demo_h5: Path, work: Path) -> None:
     """prep_petastorm_data.py on the cluster; relative paths, resolved by the driver in ``work``."""
-    prep = scripts("prep_petastorm_data.py", ["--master", cluster.master_url, "--input", str(demo_h5),
-                                              "--output", "store", "--partitions", "2"], work, work / "prep.log")
+    prep = scripts("prep_petastorm_data.py", ["--master", cluster.master_url, "--pre-processed-dir", str(demo_h5),
+                                              "--store", "store", "--partitions", "2"], work, work / "prep.log")
     assert prep.wait(SCRIPT_TIMEOUT_S) == 0, prep.tail()
 
 

@@ -6,8 +6,7 @@ import time
 import pytest
 
 from chap_mop.runtime import runtime_env
-from chap_mop.cerebro_compat.reporting import SubEpoch
-from chap_mop.selection.progress import Progress, sub_epoch_summary
+from chap_mop.selection.progress import Progress, SubEpoch, sub_epoch_summary
 from chap_mop.runtime.spark_progress import job_progress
 from chap_mop.text import describe, format_duration
 from conftest import PROJECT

@@ -1,15 +1,19 @@
-"""Successive halving and Hyperband: the plan's arithmetic, and model_selection.py end to end on
-real local Spark (4 configurations, eta 2, 2 epochs, 2 workers), killed and resumed included."""
+"""Successive halving and Hyperband: the plan's arithmetic and settings, and the selection stage end to
+end on real local Spark (4 configurations, eta 2, 2 epochs, 2 workers), in this process; a run of
+model_selection.py killed by SIGKILL and resumed included."""
 import csv
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
 
 from chap_mop.selection.halving import (Bracket, Rung, default_min_epochs, hyperband, make_plan, successive_halving,
                               survivors)
-from conftest import TrackedScript, run_script
+from chap_mop.errors import InputError
+from chap_mop.selection.stage import SelectionSettings, check_settings
+from conftest import TrackedScript, select_in_process
 
 # amp_factor 1 only: halving's ranking and cuts do not depend on model size, and amp 2 trains 8 times
 # slower (most of this module's time when it was in the grid).
@@ -63,29 +67,33 @@ def test_survivors_rank_by_direction_with_nan_last_and_ties_to_the_earlier():
     assert survivors([float("nan"), 0.2, 0.2], 2, larger_is_better=True) == [1, 2]
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--search", "sha", "--eta", "1"], "--eta 1: expected 2 or more"),
-    (["--search", "sha", "--eta", "2", "--min-epochs", "3"], "--min-epochs 3: expected 1 to --epochs (2)"),
-    (["--search", "sha", "--eta", "5"], "--search sha with 4 configurations and --eta 5: expected at least eta"),
-    (["--search", "hyperband", "--eta", "3"], "expected at least eta x min-epochs (3) epochs"),
-    (["--search", "hyperband", "--eta", "2", "--samples", "4"], "--samples does not apply to --search hyperband"),
-    (["--search", "grid", "--eta", "2"], "--eta and --min-epochs apply to --search sha and hyperband"),
+@pytest.mark.parametrize("settings, message", [
+    ({"search": "sha", "eta": 1}, "--eta 1: expected 2 or more"),
+    ({"search": "sha", "eta": 2, "min_epochs": 3}, "--min-epochs 3: expected 1 to --epochs (2)"),
+    ({"search": "sha", "eta": 5}, "--search sha with 4 configurations and --eta 5: expected at least eta"),
+    ({"search": "hyperband", "eta": 3}, "expected at least eta x min-epochs (3) epochs"),
+    ({"search": "hyperband", "eta": 2, "samples": 4}, "--samples does not apply to --search hyperband"),
+    ({"search": "grid", "eta": 2}, "--eta and --min-epochs apply to --search sha and hyperband"),
 ])
-def test_bad_halving_settings_stop_before_training(store, tmp_path, args, message):
-    run = run_script("model_selection.py", *selection_args(store, tmp_path / "r", *args), check=False)
-    assert run.returncode == 2 and message in run.stderr, run.stderr
-    assert not (tmp_path / "r").exists()
+def test_bad_halving_settings_stop_before_training(settings, message):
+    with pytest.raises(InputError, match=re.escape(message)):
+        check_settings(SelectionSettings(epochs=2, search_space=json.loads(GRID), **settings))
 
 
 # End to end -----------------------------------------------------------------------------------
 
+def select(spark, store: Path, results: Path, **settings) -> str:
+    """The selection stage in this process with this module's grid; what it printed."""
+    return select_in_process(spark, store, results, epochs=2, search_space=json.loads(GRID), **settings)[1]
+
+
 @pytest.fixture(scope="module")
-def sha(store, tmp_path_factory):
+def sha(spark, store, tmp_path_factory):
     results = tmp_path_factory.mktemp("sha") / "results"
-    run = run_script("model_selection.py", *selection_args(store, results, "--search", "sha", "--eta", "2"))
-    return results, run.stdout
+    return results, select(spark, store, results, search="sha", eta=2)
 
 
+@pytest.mark.slow
 def test_only_the_best_half_after_epoch_1_trains_epoch_2(sha):
     results, stdout = sha
     models, history = rows(results / "models.csv"), rows(results / "history.csv")
@@ -112,12 +120,13 @@ def test_only_the_best_half_after_epoch_1_trains_epoch_2(sha):
     assert "<th>stopped at rung</th>" in page and "Successive halving" in page
 
 
-def test_hyperband_trains_the_brackets_it_prints(store, tmp_path):
+@pytest.mark.slow
+def test_hyperband_trains_the_brackets_it_prints(spark, store, tmp_path):
     """eta 2, 2 epochs: s_max = 1; bracket 1: 2 configurations x 1 epoch -> 1 x 2; bracket 2: 2 x 2."""
     results = tmp_path / "results"
-    run = run_script("model_selection.py", *selection_args(store, results, "--search", "hyperband", "--eta", "2"))
-    assert "bracket 1: 2 x 1 -> 1 x 2 (configurations x epochs)" in run.stdout
-    assert "bracket 2: 2 x 2 (configurations x epochs)" in run.stdout
+    printed = select(spark, store, results, search="hyperband", eta=2)
+    assert "bracket 1: 2 x 1 -> 1 x 2 (configurations x epochs)" in printed
+    assert "bracket 2: 2 x 2 (configurations x epochs)" in printed
     summary = json.loads((results / "summary.json").read_text())
     assert [[(r["configurations"], r["epoch"]) for r in b["rungs"]] for b in summary["halving"]["brackets"]] == \
         [[(2, 1), (1, 2)], [(2, 2)]]
@@ -127,7 +136,8 @@ def test_hyperband_trains_the_brackets_it_prints(store, tmp_path):
     assert summary["best_run_id"] in {model["run_id"] for model in models if model["epochs"] == "2"}
 
 
-def test_a_killed_sha_run_resumes_the_same_brackets(store, tmp_path, request):
+@pytest.mark.slow
+def test_a_killed_sha_run_resumes_the_same_brackets(spark, store, tmp_path, request):
     """Killed during epoch 2, after the cut of rung 1 was saved: the resumed run trains only the
     survivors and ends with the same stopped configurations."""
     results = tmp_path / "results"
@@ -140,10 +150,10 @@ def test_a_killed_sha_run_resumes_the_same_brackets(store, tmp_path, request):
     stopped = {c["run_id"] for c in saved if c.get("stopped_at_rung") == 1}
     assert len(stopped) == 2 and all(c["epochs_completed"] == 1 for c in saved)
 
-    resumed = run_script("model_selection.py", *args, "--resume", timeout_s=SCRIPT_TIMEOUT_S)
-    assert "resuming 4 configurations after epoch 1 of 2" in resumed.stdout
-    assert "rung 1 (epoch 1)" not in resumed.stdout  # the cut is not made again
-    assert "| 24/24 sub-epochs | done" in resumed.stdout
+    resumed = select(spark, store, results, search="sha", eta=2, resume=True)  # in this process
+    assert "resuming 4 configurations after epoch 1 of 2" in resumed
+    assert "rung 1 (epoch 1)" not in resumed  # the cut is not made again
+    assert "| 24/24 sub-epochs | done" in resumed
     models = rows(results / "models.csv")
     assert {model["run_id"] for model in models if model["stopped_at_rung"] == "1"} == stopped
     assert {model["run_id"] for model in models if model["epochs"] == "2"} == \

@@ -14,7 +14,7 @@ cerebro_compat.enable()  # TensorFlow with Keras 2, the pyarrow bridge, cerebro'
 from chap_mop.selection import hop, hop_checkpoint
 from chap_mop.selection.epoch_schedule import EpochSchedule
 from chap_mop.selection.model_cache import MB, CachedModel, ModelCache, variables_nbytes
-from tests.conftest import run_script
+from conftest import select_in_process
 
 CONFIG = {"lr": 0.001, "l2_reg": 0.0001, "win_size": 7, "amp_factor": 1}
 
@@ -182,11 +182,13 @@ def keras_weights(path) -> list[np.ndarray]:
     return load_model(path).get_weights()
 
 
-def test_hopping_over_two_workers_equals_the_same_sub_epochs_on_one_worker_without_the_cache(store, tmp_path):
+@pytest.mark.slow
+def test_hopping_over_two_workers_equals_the_same_sub_epochs_on_one_worker_without_the_cache(spark, store, tmp_path):
+    """The hopped run in this process; the replay in a process of its own, whose TensorFlow runs on one
+    thread from the start, as a worker task of one core does."""
     results = tmp_path / "results"
-    run_script("model_selection.py", "--data", str(store), "--results", str(results), "--workers", "2",
-               "--epochs", "2", "--batch-size", "16", "--seed", "0", "--ensemble-size", "1",
-               "--search-space", json.dumps({name: [value] for name, value in CONFIG.items()}))
+    select_in_process(spark, store, results, epochs=2, seed=0, ensemble_size=1,
+                      search_space={name: [value] for name, value in CONFIG.items()})
     state = json.loads((results / "run_state.json").read_text())
     hopped = keras_weights(results / state["configurations"][0]["checkpoint"])
     replay = subprocess.run([sys.executable, "-c", REPLAY, str(store), str(tmp_path / "replay"), json.dumps(CONFIG), "2"],

@@ -1,4 +1,6 @@
-"""model_selection.py end to end on demo data: a 4-configuration grid, 2 workers, 2 epochs."""
+"""model_selection.py end to end on demo data: a 4-configuration grid, 2 workers, 2 epochs, as a
+person runs it (its console is what is tested); the selection stage in this process for the test
+split, the ensemble and MLflow; its settings checks without Spark."""
 import csv
 import json
 import re
@@ -8,17 +10,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from chap_mop.cli import chap_select
 from chap_mop.dev.demo_data import write_demo_dataset
-from conftest import run_script
+from chap_mop.errors import InputError
+from chap_mop.predict.stage import PredictSettings, predict
+from chap_mop.selection.stage import SelectionSettings, check_settings
+from conftest import prepare_in_process, run_script, select_in_process
 
 
 GRID = '{"lr": [0.001], "l2_reg": [0.001, 0.0001], "win_size": [1, 2], "amp_factor": [1]}'
 
 
 @pytest.fixture(scope="module")
-def selection(store, tmp_path_factory):
+def selection(learnable_store, tmp_path_factory):
+    """The script as a person runs it, output captured: its console is what is tested."""
     results = tmp_path_factory.mktemp("results") / "out"
-    run = run_script("model_selection.py", "--master", "local[2]", "--data", str(store), "--results", str(results),
+    run = run_script("model_selection.py", "--master", "local[2]", "--store", str(learnable_store), "--results", str(results),
                      "--workers", "2", "--epochs", "2", "--batch-size", "16", "--search-space", GRID)
     return results, run.stdout, run.stderr
 
@@ -30,6 +37,10 @@ PROGRESS_LINE = re.compile(r"epoch [12]/2 \| model [1-4]/4 \(lr 0\.001, l2 0\.00
                            r"(ETA (\d+ h \d\d min|\d+ min \d\d s|\d+ s)|done)")
 
 
+pytestmark = pytest.mark.filterwarnings("ignore:You are saving your model as an HDF5 file:UserWarning")
+
+
+@pytest.mark.slow
 def test_writes_every_result_file(selection):
     results, stdout, _ = selection
     for name in ("models.csv", "history.csv", "summary.json", "validation_balanced_accuracy.png", "best_model.h5",
@@ -46,6 +57,7 @@ def test_writes_every_result_file(selection):
     assert f"Results in {results}" in stdout
 
 
+@pytest.mark.slow
 def test_console_shows_progress_and_tables_without_noise(selection):
     """Every sub-epoch (4 configurations x 2 workers x 2 epochs x train and validation) has its
     line, the epoch tables are there, and no start-up noise from the driver or the executors."""
@@ -60,6 +72,7 @@ def test_console_shows_progress_and_tables_without_noise(selection):
     assert len(stdout.splitlines()) < 70 and len(stderr.splitlines()) <= 1, stderr  # Java's incubator line
 
 
+@pytest.mark.slow
 def test_report_is_self_contained_and_lists_every_configuration(selection):
     results, _, _ = selection
     page = (results / "report.html").read_text()
@@ -69,6 +82,7 @@ def test_report_is_self_contained_and_lists_every_configuration(selection):
         assert f">{run['run_id']}<" in page
 
 
+@pytest.mark.slow
 def test_best_run_is_the_best_validation_balanced_accuracy(selection):
     results, _, _ = selection
     summary = json.loads((results / "summary.json").read_text())
@@ -83,6 +97,7 @@ def test_best_run_is_the_best_validation_balanced_accuracy(selection):
     assert all(c["train"] > c["val"] > 0 for c in summary["sequences_per_epoch"].values())
 
 
+@pytest.mark.slow
 def test_best_model_loads_and_predicts(selection):
     from chap_mop import cerebro_compat
     cerebro_compat.enable()  # TensorFlow with Keras 2, the pyarrow bridge, cerebro's patches
@@ -94,35 +109,58 @@ def test_best_model_loads_and_predicts(selection):
     assert probabilities.shape == (3, seq_len, 2)
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--search-space", '{"lr": [0.001], "l2_reg": [0.0], "win_size": [7], "amp_factor": [1], "dropout": [0.1]}'],
+@pytest.mark.parametrize("space, message", [
+    ({"lr": [0.001], "l2_reg": [0.0], "win_size": [7], "amp_factor": [1], "dropout": [0.1]},
      "unknown hyper-parameter(s) ['dropout']"),
-    (["--search-space", '{"lr": [], "l2_reg": [0.0], "win_size": [7], "amp_factor": [1]}'],
-     "hyper-parameter 'lr' has []"),
-    (["--search-space", '{"lr": [0.001], "l2_reg": [0.0], "win_size": [600], "amp_factor": [1]}'],
-     "win_size 600 min (3600 windows): train sequences per worker are [0, 0]"),
-    (["--metric", "auc"], "invalid choice: 'auc'"),
+    ({"lr": [], "l2_reg": [0.0], "win_size": [7], "amp_factor": [1]}, "hyper-parameter 'lr' has []"),
+    ({"lr": [0.001], "l2_reg": [0.0], "win_size": [7]}, "search space lacks ['amp_factor']"),
+    ({"lr": [0.001], "l2_reg": [-1.0], "win_size": [7], "amp_factor": [1]}, "expected non-negative float values"),
+    ([0.001], "expected a JSON object"),
 ])
-def test_bad_settings_stop_before_training(store, tmp_path, args, message):
-    run = run_script("model_selection.py", "--master", "local[2]", "--data", str(store), "--workers", "2",
-                     "--results", str(tmp_path / "r"), *args, check=False)
-    assert run.returncode == 2 and message in run.stderr
-    assert " sub-epochs | " not in run.stdout  # no progress line: nothing trained
+def test_bad_search_spaces_are_refused_before_anything_starts(space, message):
+    with pytest.raises(InputError, match=re.escape(message)):
+        check_settings(SelectionSettings(search_space=space))
 
 
-def test_missing_store_is_named(tmp_path):
+@pytest.mark.parametrize("settings, message", [
+    ({"ensemble_size": 0}, "--ensemble-size 0: expected 1"),
+    ({"metric": "auc"}, "evaluation metric 'auc' is not recorded"),
+    ({"search": "bayes"}, "search 'bayes': expected one of"),
+])
+def test_bad_settings_are_refused_before_anything_starts(settings, message):
+    with pytest.raises(InputError, match=re.escape(message)):
+        check_settings(SelectionSettings(**settings))
+
+
+def test_a_window_longer_than_a_workers_data_stops_before_training(spark, store, tmp_path):
+    space = {"lr": [0.001], "l2_reg": [0.0], "win_size": [600], "amp_factor": [1]}
+    with pytest.raises(InputError, match=re.escape("win_size 600 min (3600 windows): train sequences per worker "
+                                                   "are [0, 0]")):
+        select_in_process(spark, store, tmp_path / "r", search_space=space)
+    assert not (tmp_path / "r").exists()  # nothing written: the results folder is claimed after the checks
+
+
+def test_the_flags_reject_an_unknown_metric_as_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as stop:
+        chap_select.main(["--metric", "auc"])
+    assert stop.value.code == 2 and "invalid choice: 'auc'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_missing_store_is_one_line_and_exit_code_2(tmp_path):
+    """The script end to end: a bad input is one ``error:`` line and exit code 2, no traceback."""
     run = run_script("model_selection.py", "--data", str(tmp_path / "nowhere"), check=False)
-    assert run.returncode == 2 and f"{tmp_path / 'nowhere'}/manifest.json not found" in run.stderr
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert run.stderr.strip().splitlines()[-1].startswith(f"error: {tmp_path / 'nowhere'}/manifest.json not found")
 
 
-TWO_CONFIGURATIONS = '{"lr": [0.001], "l2_reg": [0.001, 0.0001], "win_size": [1], "amp_factor": [1]}'
+TWO_CONFIGURATIONS = {"lr": [0.001], "l2_reg": [0.001, 0.0001], "win_size": [1], "amp_factor": [1]}
 
 
-def tracked_selection(store, results, tracking_uri: str, epochs: int, *extra: str):
-    return run_script("model_selection.py", "--master", "local[2]", "--data", str(store), "--results", str(results),
-                      "--workers", "2", "--epochs", str(epochs), "--batch-size", "16",
-                      "--search-space", TWO_CONFIGURATIONS, "--mlflow-tracking-uri", tracking_uri,
-                      "--mlflow-experiment", "chap-test", *extra)
+def tracked_selection(spark, store, results, tracking_uri: str, epochs: int, **extra) -> str:
+    """A tracked selection in this process; what it printed."""
+    return select_in_process(spark, store, results, epochs=epochs, search_space=TWO_CONFIGURATIONS,
+                             mlflow_tracking_uri=tracking_uri, mlflow_experiment="chap-test", **extra)[1]
 
 
 def read_back(tracking_uri: str, results) -> tuple:
@@ -152,7 +190,8 @@ def check_child_runs(client, children, results, epochs: int) -> None:
         assert child.info.status == "FINISHED"
 
 
-def test_mlflow_server_gets_a_parent_and_a_child_run_per_configuration(store, tmp_path):
+@pytest.mark.slow
+def test_mlflow_server_gets_a_parent_and_a_child_run_per_configuration(spark, store, tmp_path):
     """A real `mlflow server` (SQLite, served artifacts); runs read back with MlflowClient."""
     from chap_mop import cerebro_compat
     cerebro_compat.enable()  # TensorFlow with Keras 2, the pyarrow bridge, cerebro's patches
@@ -160,7 +199,7 @@ def test_mlflow_server_gets_a_parent_and_a_child_run_per_configuration(store, tm
     from mlflow_server import mlflow_server
     with mlflow_server(tmp_path) as uri:
         results = tmp_path / "tracked"
-        tracked_selection(store, results, uri, 2)
+        tracked_selection(spark, store, results, uri, 2)
         client, parent, children = read_back(uri, results)
         check_child_runs(client, children, results, epochs=2)
         summary = json.loads((results / "summary.json").read_text())
@@ -173,12 +212,17 @@ def test_mlflow_server_gets_a_parent_and_a_child_run_per_configuration(store, tm
         assert model.output_shape[-1] == 2
 
 
-def test_verbose_file_store_run_shows_cerebros_lines(store, tmp_path, monkeypatch):
+@pytest.mark.slow
+def test_verbose_file_store_run_shows_cerebros_lines(spark, store, tmp_path, monkeypatch):
     """--verbose brings cerebro's own lines back; a plain file: store takes the same runs."""
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 reads its file store only when allowed
     results, uri = tmp_path / "verbose", (tmp_path / "mlruns").as_uri()
-    run = tracked_selection(store, results, uri, 1, "--verbose")
-    assert "Scheduling Model" in run.stdout and "CEREBRO" in run.stdout
+    try:
+        printed = tracked_selection(spark, store, results, uri, 1, verbose=True)
+    finally:
+        from chap_mop.runtime import runtime_env
+        runtime_env.configure(False)  # quiet again for the tests after this one
+    assert "Scheduling Model" in printed and "CEREBRO" in printed
     client, _, children = read_back(uri, results)
     check_child_runs(client, children, results, epochs=1)
 
@@ -186,26 +230,22 @@ def test_verbose_file_store_run_shows_cerebros_lines(store, tmp_path, monkeypatc
 def test_unreachable_tracking_server_is_one_line_before_training(store, tmp_path):
     from mlflow_server import free_port
     uri = f"http://127.0.0.1:{free_port()}"
-    run = run_script("model_selection.py", "--data", str(store), "--results", str(tmp_path / "r"),
-                     "--mlflow-tracking-uri", uri, check=False)
-    assert run.returncode == 2
-    assert run.stderr.strip().splitlines()[-1] == f"error: MLflow tracking server {uri} is not reachable: " \
-                                                  "connection refused"
-    assert "model selection:" not in run.stdout  # stopped before Spark started
+    with pytest.raises(InputError) as error:
+        select_in_process(None, store, tmp_path / "r", mlflow_tracking_uri=uri)  # no session: it would start one
+    assert str(error.value) == f"MLflow tracking server {uri} is not reachable: connection refused"
+    assert not (tmp_path / "r").exists()  # stopped before Spark would have started
 
 
 @pytest.fixture(scope="module")
-def held_out(tmp_path_factory):
-    """A store with a test split and a selection of two window sizes with a 2-member ensemble."""
+def held_out(spark, tmp_path_factory):
+    """A store with a test split and a selection of two window sizes with a 2-member ensemble, in this process."""
     root = tmp_path_factory.mktemp("held_out")
     write_demo_dataset(root / "h5", subjects=6, days=1, hours_per_day=4, seed=3)
-    run_script("prep_petastorm_data.py", "--master", "local[2]", "--input", str(root / "h5"), "--output",
-               str(root / "store"), "--partitions", "2", "--train-fraction", "0.5", "--test-fraction", "0.2")
-    run = run_script("model_selection.py", "--master", "local[2]", "--data", str(root / "store"), "--results",
-                     str(root / "results"), "--workers", "2", "--epochs", "1", "--batch-size", "16",
-                     "--ensemble-size", "2", "--search-space",
-                     '{"lr": [0.001], "l2_reg": [0.0001], "win_size": [1, 2], "amp_factor": [1]}')
-    return root / "store", root / "results", run.stdout
+    prepare_in_process(spark, root / "h5", root / "store", train_fraction=0.5, test_fraction=0.2)
+    _, printed = select_in_process(spark, root / "store", root / "results", epochs=1, ensemble_size=2,
+                                   search_space={"lr": [0.001], "l2_reg": [0.0001], "win_size": [1, 2],
+                                                 "amp_factor": [1]})
+    return root / "store", root / "results", printed
 
 
 def independent_predictions(store, model) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -241,6 +281,7 @@ def numpy_confusion(pairs) -> list[list[int]]:
     return matrix.tolist()
 
 
+@pytest.mark.slow
 def test_test_report_matches_the_saved_models_own_predictions(held_out):
     from chap_mop import cerebro_compat
     cerebro_compat.enable()  # TensorFlow with Keras 2, the pyarrow bridge, cerebro's patches
@@ -271,6 +312,7 @@ def test_test_report_matches_the_saved_models_own_predictions(held_out):
     assert (results / "report.html").read_text().count("data:image/png;base64,") == 3  # + the confusion matrices
 
 
+@pytest.mark.slow
 def test_selection_never_reads_the_test_subjects(held_out):
     store, results, _ = held_out
     manifest = json.loads((store / "manifest.json").read_text())
@@ -285,20 +327,20 @@ def test_selection_never_reads_the_test_subjects(held_out):
                                                    "val": sum(val.sequences_per_worker(sequence_length(1), 2))}
 
 
-def test_predictions_of_the_chosen_model_and_the_ensemble_for_the_test_subjects(held_out, tmp_path):
-    """The issue's end: make_predictions.py on the test subjects' day files, best model and ensemble."""
+@pytest.mark.slow
+def test_predictions_of_the_chosen_model_and_the_ensemble_for_the_test_subjects(spark, held_out, tmp_path):
+    """The prediction stage on the test subjects' day files, best model and ensemble."""
     store, results, _ = held_out
     manifest = json.loads((store / "manifest.json").read_text())
     day_files = tmp_path / "h5"
     for subject in manifest["splits"]["test"]["subjects"]:
         shutil.copytree(Path(manifest["input"].removeprefix("file://")) / subject, day_files / subject)
     summary = json.loads((results / "summary.json").read_text())
-    for extra, model_name in (([], summary["best_run_id"]), (["--ensemble"], "ensemble")):
-        run = run_script("make_predictions.py", "--master", "local[2]", "--pre-processed-dir", str(day_files),
-                         "--predictions-dir", str(tmp_path / "predictions"), "--model-checkpoint-path", str(results),
-                         "--output-label", *extra)
+    for ensemble, model_name in ((False, summary["best_run_id"]), (True, "ensemble")):
+        written, _ = predict(PredictSettings(pre_processed_dir=str(day_files), predictions_dir=str(tmp_path / "out"),
+                                             results=str(results), output_label=True, ensemble=ensemble), spark)
         for subject in manifest["splits"]["test"]["subjects"]:
-            rows = list(csv.reader(open(tmp_path / "predictions" / model_name / f"{subject}.csv")))
+            rows = list(csv.reader(open(tmp_path / "out" / model_name / f"{subject}.csv")))
             assert rows[0] == ["segment", "timestamp", "label", "prediction"] and len(rows) > 100
             assert {row[3] for row in rows[1:]} <= {"sitting", "not-sitting"}
-        assert f"wrote {len(manifest['splits']['test']['subjects'])} subjects" in run.stdout
+        assert written == len(manifest["splits"]["test"]["subjects"])

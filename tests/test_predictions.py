@@ -30,6 +30,8 @@ from chap_mop.data import prep  # noqa: E402
 from chap_mop.model.chap_model import build_chap_model  # noqa: E402
 from chap_mop.dev.demo_data import write_demo_dataset  # noqa: E402
 from chap_mop.data.h5_format import write_day_file  # noqa: E402
+from chap_mop.errors import InputError  # noqa: E402
+from chap_mop.predict.stage import PredictSettings, predict  # noqa: E402
 from conftest import run_script  # noqa: E402
 
 SCRIPT_TIMEOUT_S = 300  # a script that runs longer than this on the tiny test data hangs
@@ -267,6 +269,7 @@ def test_spark_writes_the_same_csvs_as_the_per_subject_function(h5_root, results
     assert f"wrote 6 subjects, {sum(written.values())} windows predicted, to {out / BEST_RUN} in " in stdout
 
 
+@pytest.mark.spark
 def test_an_ensemble_votes_its_members_of_two_window_sizes(h5_root, results, tmp_path):
     out = tmp_path / "predictions"
     with local_zone():
@@ -298,6 +301,7 @@ def test_an_ensemble_votes_its_members_of_two_window_sizes(h5_root, results, tmp
     assert len(read_csv(out / "ensemble" / "exact.csv")[1]) == 42  # the 6-window member's rows, drop
 
 
+@pytest.mark.slow
 def test_bad_inputs_stop_with_one_line_and_write_nothing(h5_root, results, tmp_path):
     out = tmp_path / "predictions"
     no_ensemble = tmp_path / "no_ensemble"
@@ -306,17 +310,23 @@ def test_bad_inputs_stop_with_one_line_and_write_nothing(h5_root, results, tmp_p
     foreign = tmp_path / "thesis"
     foreign.mkdir()
     (foreign / "thesis.txt").write_text("mine")
-    cases = [(script_args(h5_root, tmp_path / "missing", out), f"error: {tmp_path / 'missing'}: no such results folder"),
-             (script_args(h5_root, tmp_path, out), f"error: {tmp_path}: not a results folder of model_selection.py"),
-             (script_args(h5_root, no_ensemble, out, "--ensemble"), f"error: {no_ensemble / 'ensemble.json'} not found"),
-             (script_args(h5_root, results, foreign), f"error: predictions folder {foreign} is not empty and holds no "
-                                                      "predictions of this project (1 entry: thesis.txt)")]
-    for args, error in cases:
-        run = run_script("make_predictions.py", *args, check=False)
-        assert run.returncode == 2, run.stderr
-        assert run.stderr.splitlines() == [run.stderr.strip()] and run.stderr.startswith(error), run.stderr
+    cases = [(tmp_path / "missing", out, False, f"{tmp_path / 'missing'}: no such results folder"),
+             (tmp_path, out, False, f"{tmp_path}: not a results folder of model_selection.py"),
+             (no_ensemble, out, True, f"{no_ensemble / 'ensemble.json'} not found"),
+             (results, foreign, False, f"predictions folder {foreign} is not empty and holds no predictions of this "
+                                       "project (1 entry: thesis.txt)")]
+    for results_dir, predictions_dir, ensemble, error in cases:  # each stops before Spark would start
+        with pytest.raises(InputError) as stop:
+            predict(PredictSettings(pre_processed_dir=str(h5_root), results=str(results_dir),
+                                    predictions_dir=str(predictions_dir), ensemble=ensemble))
+        assert str(stop.value).startswith(error), stop.value
         assert not out.exists()
     assert [p.name for p in foreign.iterdir()] == ["thesis.txt"]
+    # The script end to end: one line, exit code 2.
+    run = run_script("make_predictions.py", *script_args(h5_root, tmp_path / "missing", out), check=False)
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.splitlines() == [run.stderr.strip()]
+    assert run.stderr.startswith(f"error: {tmp_path / 'missing'}: no such results folder"), run.stderr
 
 
 def test_a_standalone_cluster_writes_the_same_csvs_over_its_earlier_output(cluster, scripts, monkeypatch, h5_root,

@@ -26,7 +26,9 @@ from chap_mop.dev.demo_data import write_demo_dataset
 from chap_mop.errors import InputError
 from chap_mop.data.h5_format import read_day_file, write_day_file
 from chap_mop.data.schema import MANIFEST_NAME, TEST_DIR, TRAIN_DIR, VAL_DIR
-from conftest import FIXTURE_SUBJECT, run_script
+from chap_mop.cli import chap_prep
+from chap_mop.data.prepare import PrepSettings
+from conftest import FIXTURE_SUBJECT, prepare_in_process, run_script
 
 SEED = 7
 PARTITIONS = 3
@@ -224,11 +226,9 @@ def test_test_split_is_disjoint_reproducible_and_keeps_the_train_split():
         prep.split_subjects(names[:2], 0.5, 3, test_fraction=0.3)
 
 
-def test_prep_writes_the_test_split_and_refuses_fractions_without_validation(tmp_path):
+def test_prep_writes_the_test_split_and_refuses_fractions_without_validation(spark, tmp_path):
     write_demo_dataset(tmp_path / "h5", subjects=5, days=1, hours_per_day=1, seed=4)
-    done = run_prep_script("--master", "local[2]", "--input", str(tmp_path / "h5"), "--output", str(tmp_path / "store"),
-                           "--train-fraction", "0.4", "--test-fraction", "0.2", "--partitions", "1")
-    assert done.returncode == 0, done.stderr
+    prepare_in_process(spark, tmp_path / "h5", tmp_path / "store", train_fraction=0.4, test_fraction=0.2, partitions=1)
     manifest = json.loads((tmp_path / "store" / MANIFEST_NAME).read_text())
     subjects = {name: split["subjects"] for name, split in manifest["splits"].items()}
     assert [len(subjects[name]) for name in ("train", "validation", "test")] == [2, 2, 1]
@@ -236,10 +236,19 @@ def test_prep_writes_the_test_split_and_refuses_fractions_without_validation(tmp
     assert manifest["splits"]["test"]["folder"] == TEST_DIR and (tmp_path / "store" / TEST_DIR).is_dir()
     test_rows = pq.read_table(tmp_path / "store" / TEST_DIR, columns=["id"]).column("id").to_pylist()
     assert set(test_rows) == set(subjects["test"]) and len(test_rows) == manifest["splits"]["test"]["rows"]
-    refused = run_prep_script("--input", str(tmp_path / "h5"), "--output", str(tmp_path / "other"),
-                              "--train-fraction", "0.7", "--test-fraction", "0.3")
-    assert refused.returncode == 2 and "expected 0 <= test fraction < 1 - train fraction" in refused.stderr
+    with pytest.raises(InputError, match="expected 0 <= test fraction < 1 - train fraction"):
+        prepare_in_process(None, tmp_path / "h5", tmp_path / "other", train_fraction=0.7, test_fraction=0.3)
     assert not (tmp_path / "other").exists()
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"train_fraction": 1.0}, "train fraction 1.0: expected 0 < train fraction < 1"),
+    ({"partitions": 0}, "partitions 0: expected 1 or more"),
+    ({"row_group_size_mb": 4096}, "row group size 4096 MB: expected 1 to 2047"),
+])
+def test_bad_prep_settings_are_refused_before_spark_starts(settings, message):
+    with pytest.raises(InputError, match=re.escape(message)):
+        PrepSettings(**settings).check()
 
 
 @pytest.mark.parametrize("make, problem", [
@@ -379,12 +388,15 @@ def run_prep_script(*args: str) -> subprocess.CompletedProcess:
     return run_script("prep_petastorm_data.py", *args, check=False, timeout_s=300)
 
 
-def test_help_explains_every_flag():
-    result = run_prep_script("--help")
-    assert result.returncode == 0
-    for flag in ["--master", "--input", "--output", "--train-fraction", "--seed", "--partitions",
-                 "--row-group-size-mb", "--skip-bad-files", "hdfs://", "manifest.json"]:
-        assert flag in result.stdout
+def test_help_explains_every_flag(capsys):
+    with pytest.raises(SystemExit) as stop:
+        chap_prep.main(["--help"])
+    help_text = capsys.readouterr().out
+    assert stop.value.code == 0
+    for flag in ["--master", "--pre-processed-dir", "--input", "--store", "--output", "--train-fraction", "--seed",
+                 "--partitions", "--row-group-size-mb", "--skip-bad-files", "hdfs://", "manifest.json",
+                 "(default: 0.7)", "(default: 64)"]:
+        assert flag in help_text, flag
 
 
 def test_script_stops_on_a_bad_file_with_one_error_line(store, tmp_path):

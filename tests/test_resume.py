@@ -1,6 +1,7 @@
-"""A model selection whose driver is killed mid-epoch resumes with --resume on real local Spark,
-and the results folder rules hold for the script: a foreign folder is refused, --overwrite removes
-only the run, a resume with other settings stops with one line."""
+"""A model selection whose driver (model_selection.py) is killed mid-epoch resumes with --resume on
+real local Spark, and the results folder rules hold for the selection stage: a foreign folder is
+refused, --overwrite removes only the run, a resume with other settings stops with one line. The
+resumes and refusals run in this process; only the killed run needs a process of its own."""
 import csv
 import hashlib
 import json
@@ -13,8 +14,11 @@ import pytest
 
 from chap_mop.selection import hop_checkpoint
 from chap_mop.dev.demo_data import write_demo_dataset
+from chap_mop.errors import InputError
 from chap_mop.selection.run_state import CHECKPOINTS_DIR, STATE_NAME
-from conftest import run_script
+from conftest import prepare_in_process, select_in_process
+
+pytestmark = pytest.mark.slow
 
 GRID = '{"lr": [0.001], "l2_reg": [0.001, 0.0001], "win_size": [1], "amp_factor": [1]}'
 EPOCHS = 3
@@ -26,16 +30,17 @@ def selection_args(store: Path, results: Path, *extra: str, grid: str = GRID) ->
             "--epochs", str(EPOCHS), "--batch-size", "16", "--search-space", grid, *extra]
 
 
-def prepare(h5: Path, store: Path, *extra: str) -> None:
-    run_script("prep_petastorm_data.py", "--master", "local[2]", "--input", str(h5), "--output", str(store),
-               "--partitions", "2", *extra)
+def select(spark, store: Path, results: Path, grid: str = GRID, **settings) -> str:
+    """The selection stage in this process with this module's settings; what it printed."""
+    return select_in_process(spark, store, results, **{"epochs": EPOCHS} | settings,
+                             search_space=json.loads(grid))[1]
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory) -> Path:
+def store(spark, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("resume")
-    write_demo_dataset(root / "h5", subjects=6, days=1, hours_per_day=3, seed=4)
-    prepare(root / "h5", root / "store")
+    write_demo_dataset(root / "h5", subjects=6, days=1, hours_per_day=2, seed=4)
+    prepare_in_process(spark, root / "h5", root / "store")
     return root / "store"
 
 
@@ -53,7 +58,7 @@ def after_a_sub_epoch_of_epoch_2(output: str) -> bool:
 
 
 @pytest.fixture(scope="module")
-def killed_and_resumed(store, tmp_path_factory, request):
+def killed_and_resumed(spark, store, tmp_path_factory, request):
     """A run killed (SIGKILL, its whole process tree) during epoch 2, then resumed."""
     from conftest import TrackedScript
     work = tmp_path_factory.mktemp("killed")
@@ -71,9 +76,7 @@ def killed_and_resumed(store, tmp_path_factory, request):
     snapshot = {"state": before, "digests": {r: hashlib.sha256(p.read_bytes()).hexdigest() for r, p in kept.items()},
                 "end_of_epoch_1": {r: weights(p) for r, p in kept.items()},
                 "hop_visits": {r: hop_checkpoint.read(p).visits for r, p in hops.items() if p.exists()}}
-    resumed = run_script("model_selection.py", *selection_args(store, results, "--resume"),
-                         timeout_s=SCRIPT_TIMEOUT_S)
-    return results, snapshot, resumed.stdout
+    return results, snapshot, select(spark, store, results, resume=True)
 
 
 def test_the_kill_came_after_epoch_1_and_during_epoch_2(killed_and_resumed):
@@ -120,54 +123,50 @@ def test_resumed_run_ends_with_the_files_of_an_uninterrupted_run(killed_and_resu
     assert "Best run" in stdout
 
 
-def error_lines(run) -> list[str]:
-    return [line for line in run.stderr.splitlines() if line.startswith("error: ")]
+def refusal(spark, store: Path, results: Path, **settings) -> str:
+    """The one-line error of a selection that must stop before training."""
+    with pytest.raises(InputError) as error:
+        printed = select(spark, store, results, **settings)
+        raise AssertionError(f"not refused:\n{printed}")
+    return str(error.value)
 
 
 def test_a_foreign_results_folder_is_refused_before_spark_starts(store, tmp_path):
     (tmp_path / "thesis.txt").write_text("three years of work")
-    run = run_script("model_selection.py", *selection_args(store, tmp_path), check=False)
-    assert run.returncode == 2
-    assert error_lines(run) == [f"error: results folder {tmp_path} is not empty and holds no run of this project "
-                                "(1 entries: thesis.txt); choose a new or empty folder"]
+    assert refusal(None, store, tmp_path) == (f"results folder {tmp_path} is not empty and holds no run of this "
+                                              "project (1 entries: thesis.txt); choose a new or empty folder")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["thesis.txt"]
     assert (tmp_path / "thesis.txt").read_text() == "three years of work"
-    assert " sub-epochs | " not in run.stdout  # no progress line: nothing trained
 
 
 def test_an_earlier_run_is_kept_without_resume_or_overwrite(killed_and_resumed, store):
     results, _, _ = killed_and_resumed
-    run = run_script("model_selection.py", *selection_args(store, results), check=False)
-    assert run.returncode == 2
-    assert error_lines(run) == [f"error: results folder {results} holds an earlier run (complete, {EPOCHS} of {EPOCHS} "
-                                "epochs): pass --resume to continue it or --overwrite to replace it"]
+    assert refusal(None, store, results) == (f"results folder {results} holds an earlier run (complete, {EPOCHS} of "
+                                             f"{EPOCHS} epochs): pass --resume to continue it or --overwrite to "
+                                             "replace it")
 
 
 def test_resume_with_another_search_space_is_refused(killed_and_resumed, store):
     results, _, _ = killed_and_resumed
     grid = GRID.replace('"lr": [0.001]', '"lr": [0.01]')
-    run = run_script("model_selection.py", *selection_args(store, results, "--resume", grid=grid), check=False)
-    assert run.returncode == 2
-    [error] = error_lines(run)
-    assert error.startswith(f"error: cannot resume the run in {results}: search_space was ")
+    assert refusal(None, store, results, grid=grid, resume=True).startswith(
+        f"cannot resume the run in {results}: search_space was ")
 
 
-def test_resume_on_a_re_prepared_store_is_refused(killed_and_resumed, store, tmp_path):
+def test_resume_on_a_re_prepared_store_is_refused(spark, killed_and_resumed, store, tmp_path):
     results, _, _ = killed_and_resumed
     other = tmp_path / "store"
-    prepare(store.parent / "h5", other, "--seed", "7")
-    run = run_script("model_selection.py", *selection_args(other, results, "--resume"), check=False)
-    assert run.returncode == 2
-    assert error_lines(run) == [f"error: cannot resume the run in {results}: the data store was re-prepared (its "
-                                "manifest changed); use the run's own settings, or --overwrite to start a new run there"]
+    prepare_in_process(spark, store.parent / "h5", other, seed=7)
+    assert refusal(None, other, results, resume=True) == (
+        f"cannot resume the run in {results}: the data store was re-prepared (its manifest changed); use the run's "
+        "own settings, or --overwrite to start a new run there")
 
 
-def test_overwrite_replaces_the_run_and_keeps_foreign_files(killed_and_resumed, store):
+def test_overwrite_replaces_the_run_and_keeps_foreign_files(spark, killed_and_resumed, store):
     results, snapshot, _ = killed_and_resumed
     (results / "notes.txt").write_text("mine")
     old_ids = {c["run_id"] for c in snapshot["state"]["configurations"]}
-    run_script("model_selection.py", *selection_args(store, results, "--overwrite"), "--epochs", "1",
-               timeout_s=SCRIPT_TIMEOUT_S)
+    select(spark, store, results, overwrite=True, epochs=1)
     assert (results / "notes.txt").read_text() == "mine"
     new_ids = {m["run_id"] for m in csv.DictReader(open(results / "models.csv"))}
     assert not new_ids & old_ids

@@ -15,7 +15,7 @@ from chap_mop.errors import InputError
 from chap_mop.data.schema import TRAIN_DIR, VAL_DIR, WINDOW_ARROW_SCHEMA
 from chap_mop.data.shard_reader import ShardReader, decode_windows, row_groups
 from chap_mop.data.windows import cut_sequences, make_transformation_fn, sequence_length
-from conftest import run_script
+from conftest import prepare_in_process
 from test_windows import reference_sequences
 
 WORKERS = 2
@@ -23,12 +23,11 @@ SMALL = ("id", "time", "non_wear", "sleeping", "label")
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
+def store(spark, tmp_path_factory):
     """5 demo subjects in row groups of about 770 windows (1 MB), several per subject and file."""
     root = tmp_path_factory.mktemp("reader")
     write_demo_dataset(root / "h5", subjects=5, days=2, hours_per_day=5, seed=5)
-    run_script("prep_petastorm_data.py", "--master", "local[2]", "--input", str(root / "h5"), "--output",
-               str(root / "store"), "--partitions", str(WORKERS), "--row-group-size-mb", "1")
+    prepare_in_process(spark, root / "h5", root / "store", partitions=WORKERS, row_group_size_mb=1)
     return root / "store"
 
 

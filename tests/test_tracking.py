@@ -223,4 +223,5 @@ def test_the_module_imports_without_mlflow():
             "try: tracking.MlflowTracker.connect('http://127.0.0.1:5000', 'x')\n"
             "except tracking.TrackingError as error: print(error)")
     result = subprocess.run([sys.executable, "-c", code], cwd=PROJECT, capture_output=True, text=True, check=True)
-    assert result.stdout.startswith("MLflow tracking to http://127.0.0.1:5000 needs the mlflow package")
+    assert result.stdout.strip() == ("MLflow tracking to http://127.0.0.1:5000 needs MLflow, which is not installed: "
+                                     "pip install 'chap-mop[mlflow]'")

@@ -8,26 +8,10 @@ needs each sub-epoch function tagged with its ``run_id``, as
 :class:`chap_mop.cerebro_compat.hopping.HoppingBackend` builds them.
 """
 import time
-from dataclasses import dataclass
 
 from cerebro.backend import SparkBackend
 
-
-@dataclass
-class SubEpoch:
-    """A finished sub-epoch: one configuration's pass over one worker's partition.
-
-    :param epoch: 1-based epoch it belongs to.  :param seconds: from scheduling to the driver
-        seeing it finish.  :param steps: batches.  :param metrics: cerebro's per-batch averages
-        of this partition, e.g. ``{"train_loss": 0.41, "train_sitting_hits": 31.2, ...}``.
-    """
-    run_id: str
-    worker: int
-    is_train: bool
-    epoch: int
-    seconds: float
-    steps: int
-    metrics: dict[str, float]
+from chap_mop.selection.progress import SubEpoch
 
 
 class ReportingBackend(SparkBackend):

@@ -61,8 +61,8 @@ def read_manifest(store: str) -> dict:
         with open(path) as handle:
             return json.load(handle)
     except FileNotFoundError as error:
-        raise DataStoreError(f"{path} not found: {store} is missing or incomplete; run prep_petastorm_data.py "
-                             f"--output {store} first") from error
+        raise DataStoreError(f"{path} not found: {store} is missing or incomplete; run chap-prep "
+                             f"(prep_petastorm_data.py) --store {store} first") from error
 
 
 def read_split(store: str, split_dir: str) -> SplitInfo:

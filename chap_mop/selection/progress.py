@@ -8,13 +8,31 @@ validation), divided by how many workers were busy on average so far: the pace o
 idle workers and the driver's work between epochs included.
 """
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
-from chap_mop.cerebro_compat.reporting import SubEpoch
 from chap_mop.model.metrics import COUNT_METRICS, accuracy_from_counts
 from chap_mop.text import describe, format_duration
+
+
+@dataclass
+class SubEpoch:
+    """A finished sub-epoch: one configuration's pass over one worker's partition.
+
+    :param epoch: 1-based epoch it belongs to.  :param seconds: from scheduling to the driver
+        seeing it finish.  :param steps: batches.  :param metrics: cerebro's per-batch averages
+        of this partition, e.g. ``{"train_loss": 0.41, "train_sitting_hits": 31.2, ...}``.
+    """
+    run_id: str
+    worker: int
+    is_train: bool
+    epoch: int
+    seconds: float
+    steps: int
+    metrics: dict[str, float]
+
 
 def sub_epoch_summary(sub_epoch: SubEpoch) -> str:
     """``train loss 0.41 acc 0.86 bal 0.84``: loss and accuracies from the sub-epoch's counts."""

@@ -12,6 +12,7 @@ report and the tables. Spark is stopped on every way out.
 """
 import contextlib
 import functools
+import importlib.util
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,8 @@ from chap_mop.selection.halving import DEFAULT_ETA, HalvingPlan
 from chap_mop.selection.model_cache import DEFAULT_MODEL_CACHE_MB
 from chap_mop.selection.search_space import check_search_space, plan_search
 
+MLFLOW_MISSING = ("--mlflow-tracking-uri needs MLflow, which is not installed: pip install 'chap-mop[mlflow]' "
+                  "(or -c requirements.txt '.[mlflow]' in a clone)")
 DEFAULT_SEARCH_SPACE = {"lr": [1e-3, 1e-4], "l2_reg": [1e-3, 1e-4], "win_size": [7, 9], "amp_factor": [2, 4]}
 
 
@@ -99,6 +102,8 @@ def check_settings(settings: SelectionSettings) -> Plan:
     if settings.metric not in RECORDED_METRICS:
         raise InputError(f"evaluation metric '{settings.metric}' is not recorded; expected one of "
                          f"{list(RECORDED_METRICS)}")
+    if settings.mlflow_tracking_uri and importlib.util.find_spec("mlflow") is None:
+        raise InputError(MLFLOW_MISSING)
     samples = settings.samples or (configurations if settings.search in ("random", "tpe") else None)
     return Plan(space, configurations, halving, None if settings.search == "grid" else samples)
 

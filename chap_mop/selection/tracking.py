@@ -107,7 +107,8 @@ class MlflowTracker:
         try:
             from mlflow.tracking import MlflowClient
         except ModuleNotFoundError as error:
-            raise TrackingError(f"MLflow tracking to {tracking_uri} needs the mlflow package: {error}") from error
+            raise TrackingError(f"MLflow tracking to {tracking_uri} needs MLflow, which is not installed: pip install "
+                                "'chap-mop[mlflow]'") from error
         added = {name: value for name, value in CONNECT_CHECK_ENV.items() if name not in os.environ}
         os.environ.update(added)  # a user's own settings win
         try:
