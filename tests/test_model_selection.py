@@ -126,6 +126,12 @@ def test_bad_search_spaces_are_refused_before_anything_starts(space, message):
     ({"ensemble_size": 0}, "--ensemble-size 0: expected 1"),
     ({"metric": "auc"}, "evaluation metric 'auc' is not recorded"),
     ({"search": "bayes"}, "search 'bayes': expected one of"),
+    ({"batch_size": 0}, "--batch-size 0: expected 1 or more"),
+    ({"epochs": 0}, "--epochs 0: expected 1 or more"),
+    ({"workers": -1}, "--workers -1: expected 1 or more"),
+    ({"samples": 0, "search": "random"}, "--samples 0: expected 1 or more"),
+    ({"model_cache_mb": -1}, "--model-cache-mb -1: expected 0 or more"),
+    ({"polling_period_s": 0}, "--polling-period 0: expected more than 0 seconds"),
 ])
 def test_bad_settings_are_refused_before_anything_starts(settings, message):
     with pytest.raises(InputError, match=re.escape(message)):
@@ -344,3 +350,44 @@ def test_predictions_of_the_chosen_model_and_the_ensemble_for_the_test_subjects(
             assert rows[0] == ["segment", "timestamp", "label", "prediction"] and len(rows) > 100
             assert {row[3] for row in rows[1:]} <= {"sitting", "not-sitting"}
         assert written == len(manifest["splits"]["test"]["subjects"])
+
+
+@pytest.mark.slow
+def test_a_copied_results_folder_predicts_with_its_own_model_and_refuses_a_damaged_one(spark, held_out, tmp_path):
+    """``cp -a R R_v1``, then a new run replaces R's model: R_v1 still predicts with R_v1's own model,
+    even with a summary that names R's path; a truncated model in R_v1 is refused in one line."""
+    from chap_mop.predict import predictions
+    store, results, _ = held_out
+    original, copy = tmp_path / "R", tmp_path / "R_v1"
+    shutil.copytree(results, original)
+    shutil.copytree(results, copy)
+    summary = json.loads((copy / "summary.json").read_text())
+    (copy / "summary.json").write_text(json.dumps({**summary, "best_model": str(original / "best_model.h5")}))
+    other = json.loads((results / "ensemble.json").read_text())["members"][-1]["model"]
+    shutil.copy(original / other, original / "best_model.h5")  # R's new best model, of another window size
+    manifest = json.loads((store / "manifest.json").read_text())
+    subject = manifest["splits"]["test"]["subjects"][0]
+    day_files = tmp_path / "h5"
+    shutil.copytree(Path(manifest["input"].removeprefix("file://")) / subject, day_files / subject)
+
+    predict(PredictSettings(pre_processed_dir=str(day_files), predictions_dir=str(tmp_path / "out"),
+                            results=str(copy), probabilities=True), spark)
+    own = tmp_path / "own"
+    own.mkdir()
+    files = sorted(str(p) for p in (day_files / subject).glob("*.h5"))
+    import pyarrow.fs as pafs
+    predictions.predict_subject(pafs.LocalFileSystem(), subject, files, predictions.Settings(
+        (str(copy / "best_model.h5"),), str(own), "drop", False, True, True, 256))
+    written = (tmp_path / "out" / summary["best_run_id"] / f"{subject}.csv").read_text()
+    assert written == (own / f"{subject}.csv").read_text() and len(written.splitlines()) > 100
+
+    with open(copy / "best_model.h5", "r+b") as model:
+        model.truncate(1000)
+    with pytest.raises(InputError, match=f"{copy / 'best_model.h5'} is not the model this run saved"):
+        predict(PredictSettings(pre_processed_dir=str(day_files), predictions_dir=str(tmp_path / "out2"),
+                                results=str(copy)), spark)
+
+
+def test_an_unwritable_results_folder_is_one_line_before_spark(store):
+    with pytest.raises(InputError, match=r"results folder /sys/kernel/chap_results cannot be written \("):
+        select_in_process(None, store, Path("/sys/kernel/chap_results"))  # sysfs: not writable, even for root

@@ -257,6 +257,14 @@ def test_bad_prep_settings_are_refused_before_spark_starts(settings, message):
     (lambda p: write_raw(p, **good_columns(4) | {"data": np.zeros((4, 100, 2))}), r"shape \(4, 100, 2\)"),
     (lambda p: write_raw(p, **good_columns(4) | {"label": np.zeros(3, np.int64)}), "unequal lengths"),
     (lambda p: write_raw(p, **good_columns(4) | {"label": np.array([0, 1, 2, -1])}), "outside"),
+    (lambda p: write_raw(p, **good_columns(200) | {"data": np.where(np.arange(200)[:, None, None] >= 100, np.nan, 0.0)
+                                                   * np.ones((200, 100, 3))}),
+     r"dataset 'data' holds NaN or infinite values in 100 window\(s\), first at row 100"),
+    (lambda p: write_raw(p, **good_columns(4) | {"data": np.full((4, 100, 3), np.inf)}), "NaN or infinite"),
+    (lambda p: write_raw(p, **good_columns(4) | {"time": T0 + np.array([0.0, 10, 10, 20])}),
+     r"'time' is not strictly increasing: 1 step\(s\) back or repeated, first at row 2"),
+    (lambda p: write_raw(p, **good_columns(4) | {"time": T0 + np.array([30.0, 20, 10, 0])}),
+     r"'time' is not strictly increasing: 3 step\(s\)"),
 ])
 def test_bad_day_file_is_named_with_its_fault(tmp_path, make, problem):
     path = tmp_path / "2021-01-01.h5"
@@ -367,7 +375,7 @@ def test_rerun_over_an_old_store_keeps_what_is_not_the_stores(spark, store, tmp_
                                                         VAL_DIR]
 
 
-def test_failed_write_leaves_no_manifest_and_no_partial_dataset(spark, store, tmp_path, monkeypatch):
+def test_failed_write_leaves_the_old_store_as_it_was(spark, store, tmp_path, monkeypatch):
     output = tmp_path / "out"
     shutil.copytree(store["output"], output)
     old_train = sorted(p.name for p in (output / TRAIN_DIR).iterdir())
@@ -380,8 +388,34 @@ def test_failed_write_leaves_no_manifest_and_no_partial_dataset(spark, store, tm
     monkeypatch.setattr(script, "write_splits", write_then_fail)
     with contextlib.redirect_stdout(io.StringIO()), pytest.raises(OSError, match="disk full"):
         script.prepare(spark, str(store["input"]), str(output), 0.7, SEED + 1, 2, 64)
-    assert sorted(p.name for p in output.iterdir()) == [prep.STORE_MARKER, TRAIN_DIR, VAL_DIR]
+    assert sorted(p.name for p in output.iterdir()) == [prep.STORE_MARKER, MANIFEST_NAME, TRAIN_DIR, VAL_DIR]
     assert sorted(p.name for p in (output / TRAIN_DIR).iterdir()) == old_train
+    assert json.loads((output / MANIFEST_NAME).read_text()) == store["manifest"]
+
+
+def test_a_failed_prep_never_touches_a_good_store(spark, store, tmp_path):
+    """A typo in the input folder stops before anything in the output changes: the store stays usable."""
+    output = tmp_path / "out"
+    shutil.copytree(store["output"], output)
+    before = {p.relative_to(output): p.read_bytes() for p in output.rglob("*") if p.is_file()}
+    with pytest.raises(InputError, match="does not exist"):
+        run_prepare(spark, tmp_path / "typo", output)
+    assert {p.relative_to(output): p.read_bytes() for p in output.rglob("*") if p.is_file()} == before
+
+
+def test_a_store_that_lost_or_gained_a_file_is_refused_before_spark(store, tmp_path):
+    from chap_mop.data.data_store import DataStoreError, read_store
+    output = tmp_path / "out"
+    shutil.copytree(store["output"], output)
+    read_store(str(output))  # as written: whole
+    lost = sorted((output / TRAIN_DIR).glob("*.parquet"))[0]
+    lost.rename(tmp_path / lost.name)
+    with pytest.raises(DataStoreError, match=f"{lost} is missing: the store is incomplete"):
+        read_store(str(output))
+    (tmp_path / lost.name).rename(lost)
+    shutil.copy(lost, output / TRAIN_DIR / "part-copy.parquet")
+    with pytest.raises(DataStoreError, match="part-copy.parquet is not in the store's manifest"):
+        read_store(str(output))
 
 
 def run_prep_script(*args: str) -> subprocess.CompletedProcess:
@@ -405,9 +439,10 @@ def test_script_stops_on_a_bad_file_with_one_error_line(store, tmp_path):
     write_subject(input_dir, "b", [5])
     (input_dir / "b" / "2021-01-02.h5").write_bytes(b"junk")
     shutil.copytree(store["output"], output)
+    before = (output / MANIFEST_NAME).read_text()
     result = run_prep_script("--master", "local[2]", "--input", str(input_dir), "--output", output.as_uri())
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and errors[0].startswith(f"error: {input_dir}/b/2021-01-02.h5: not a readable HDF5 file")
     assert "Traceback" not in result.stderr
-    assert not (output / MANIFEST_NAME).exists()
+    assert (output / MANIFEST_NAME).read_text() == before  # the earlier store is left as it was

@@ -7,8 +7,9 @@ import pytest
 
 from chap_mop import cerebro_compat
 cerebro_compat.enable()  # TensorFlow with Keras 2, the pyarrow bridge, cerebro's patches
-from chap_mop.selection.run_state import (CHECKPOINTS_DIR, RUNS_DIR, STATE_NAME, ResultsFolderError, RunState,
-                                open_results_folder, remove_run)
+from chap_mop.selection.run_state import (CHECKPOINTS_DIR, PREVIOUS_STATE_NAME, RUNS_DIR, STATE_NAME,  # noqa: E402
+                                          ResultsFolderError, RunState, open_results_folder, remove_run,
+                                          saved_model)
 
 import tensorflow as tf  # noqa: E402
 
@@ -150,3 +151,76 @@ def test_save_epoch_keeps_one_checkpoint_per_configuration(tmp_path):
     entry = RunState.load(tmp_path).configurations[0]
     assert entry["epochs_completed"] == 2 and entry["history"] == {"val_loss": [0.5, 0.5]}
     assert not list(tmp_path.glob(".*partial")) and (tmp_path / STATE_NAME).is_file()
+
+
+# A damaged state is recoverable ---------------------------------------------------------------
+
+def saved_twice(folder):
+    """A run whose state was saved twice (so that run_state.json.prev holds the first save)."""
+    state = RunState.create(folder, SETTINGS)
+    state.add_configuration("model_0_1", {"lr": 0.001})
+    return state
+
+
+@pytest.mark.parametrize("damage", ["truncated", "a list", "deleted"])
+def test_a_damaged_state_falls_back_to_the_previous_one_with_a_warning(tmp_path, capsys, damage):
+    saved_twice(tmp_path)
+    path = tmp_path / STATE_NAME
+    if damage == "truncated":
+        path.write_text(path.read_text()[:40])
+    elif damage == "a list":
+        path.write_text("[]")
+    else:
+        path.unlink()
+    state = open_results_folder(tmp_path, resume=True, overwrite=False)  # the folder is still the project's
+    assert state.settings == SETTINGS
+    if damage != "deleted":
+        assert f"warning: {path} is not a readable run state" in capsys.readouterr().out
+
+
+def test_overwrite_always_works_on_a_folder_the_project_marked(tmp_path):
+    saved_twice(tmp_path)
+    for name in (STATE_NAME, PREVIOUS_STATE_NAME):
+        (tmp_path / name).write_text("{")
+    (tmp_path / CHECKPOINTS_DIR / "model_0_1").mkdir(parents=True)
+    (tmp_path / CHECKPOINTS_DIR / "model_0_1" / "epoch_1.h5").write_text("written by the run")
+    (tmp_path / "thesis.txt").write_text("mine")
+    with pytest.raises(ResultsFolderError, match="pass --overwrite to replace the run"):
+        open_results_folder(tmp_path, resume=True, overwrite=False)
+    remove_run(open_results_folder(tmp_path, resume=False, overwrite=True))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["thesis.txt"]
+
+
+def test_impossible_values_in_the_state_are_refused_before_training(tmp_path):
+    state = saved_twice(tmp_path)
+    state.configurations[0]["epochs_completed"] = 5  # edited by hand, beyond the run's 3 epochs
+    state.save()
+    state.save()  # the previous state holds the edit too
+    with pytest.raises(ResultsFolderError, match=r"configuration model_0_1 has epochs_completed 5 \(expected 0 to "
+                                                 r"3\); pass --overwrite"):
+        open_results_folder(tmp_path, resume=True, overwrite=False)
+
+
+def test_a_saved_model_is_checked_against_the_digest_the_run_recorded(tmp_path):
+    state = saved_twice(tmp_path)
+    (tmp_path / "best_model.h5").write_bytes(b"the model")
+    state.finish(["best_model.h5"])
+    assert saved_model(tmp_path, "best_model.h5") == tmp_path / "best_model.h5"
+    (tmp_path / "best_model.h5").write_bytes(b"another model")
+    with pytest.raises(ResultsFolderError, match="best_model.h5 is not the model this run saved"):
+        saved_model(tmp_path, "best_model.h5")
+    (tmp_path / "best_model.h5").unlink()
+    with pytest.raises(ResultsFolderError, match="best_model.h5 is missing"):
+        saved_model(tmp_path, "best_model.h5")
+
+
+def test_an_unwritable_folder_is_one_line(tmp_path):
+    from chap_mop.errors import InputError
+    from chap_mop.files import check_writable
+    check_writable(tmp_path / "new" / "results", "results folder")
+    assert not (tmp_path / "new").exists() and not list(tmp_path.iterdir())  # nothing created, nothing left
+    with pytest.raises(InputError, match=r"results folder /sys/kernel/chap_results cannot be written \("):
+        check_writable("/sys/kernel/chap_results", "results folder")  # sysfs: not writable, even for root
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(InputError, match="cannot be written"):
+        check_writable(tmp_path / "a_file" / "results", "results folder")

@@ -1,8 +1,7 @@
 """``chap-predict``: sitting or not sitting for every 10-s window, in DeepPostures' CSV format."""
 import argparse
-from dataclasses import asdict
 
-from chap_mop.cli.common import add_spark_flags, alias_help, new_parser, run_stage
+from chap_mop.cli.common import add_spark_flags, alias_help, new_parser, run_program
 from chap_mop.predict.predictions import PADDING_MODES
 from chap_mop.predict.stage import PredictSettings
 
@@ -49,16 +48,13 @@ def build_parser(defaults: PredictSettings, description: str | None = None, prog
 def main(argv: list[str] | None = None, defaults: PredictSettings | None = None, description: str | None = None
          ) -> None:
     """Parse ``argv`` (flags override ``defaults``) and predict; exits non-zero on failure."""
-    parser = build_parser(defaults or PredictSettings(), description)
-    args = parser.parse_args(argv)
-    settings = PredictSettings(**{name: getattr(args, name) for name in asdict(PredictSettings())})
+    run_program(build_parser(defaults or PredictSettings(), description), argv, PredictSettings, predict)
 
-    def stage() -> None:
-        from chap_mop.predict.stage import predict
 
-        predict(settings)
+def predict(settings: PredictSettings) -> None:
+    from chap_mop.predict.stage import predict as predict_stage
 
-    run_stage(parser, stage)
+    predict_stage(settings)
 
 
 if __name__ == "__main__":

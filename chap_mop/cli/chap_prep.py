@@ -1,8 +1,7 @@
 """``chap-prep``: DeepPostures' pre-processed H5 day files -> the Petastorm store that selection reads."""
 import argparse
-from dataclasses import asdict
 
-from chap_mop.cli.common import add_spark_flags, alias_help, new_parser, run_stage
+from chap_mop.cli.common import add_spark_flags, alias_help, new_parser, run_program
 from chap_mop.data.prepare import PrepSettings
 
 
@@ -47,18 +46,13 @@ def build_parser(defaults: PrepSettings, description: str | None = None, prog: s
 def main(argv: list[str] | None = None, defaults: PrepSettings | None = None, description: str | None = None
          ) -> None:
     """Parse ``argv`` (flags override ``defaults``) and prepare the store; exits non-zero on failure."""
-    parser = build_parser(defaults or PrepSettings(), description)
-    args = parser.parse_args(argv)
-    settings = PrepSettings(**{name: getattr(args, name) for name in asdict(PrepSettings())})
+    run_program(build_parser(defaults or PrepSettings(), description), argv, PrepSettings, prepare)
 
-    def stage() -> None:
-        from chap_mop.data.prepare import prepare_store
-        from chap_mop.runtime import runtime_env
 
-        runtime_env.configure(settings.verbose)
-        prepare_store(settings)
+def prepare(settings: PrepSettings) -> None:
+    from chap_mop.data.prepare import prepare_store
 
-    run_stage(parser, stage)
+    prepare_store(settings)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,8 @@
 """``chap-select``: choose the best CHAP configuration with cerebro's model hopper parallelism."""
 import argparse
 import json
-from dataclasses import asdict
 
-from chap_mop.cli.common import add_spark_flags, alias_help, new_parser, run_stage
+from chap_mop.cli.common import add_spark_flags, alias_help, new_parser, run_program
 from chap_mop.model.ranking import RECORDED_METRICS
 from chap_mop.selection.search_space import DEFAULT_SAMPLES, SEARCHES
 from chap_mop.selection.stage import SelectionSettings
@@ -83,18 +82,20 @@ def build_parser(defaults: SelectionSettings, description: str | None = None, pr
 def main(argv: list[str] | None = None, defaults: SelectionSettings | None = None, description: str | None = None
          ) -> None:
     """Parse ``argv`` (flags override ``defaults``) and run the selection; exits non-zero on failure."""
-    parser = build_parser(defaults or SelectionSettings(), description)
-    args = parser.parse_args(argv)
-    settings = SelectionSettings(**{name: getattr(args, name) for name in asdict(SelectionSettings())})
+    run_program(build_parser(defaults or SelectionSettings(), description), argv, SelectionSettings, select,
+                worker_lost_advice)
 
-    def stage() -> None:
-        from chap_mop.selection.stage import run_selection
 
-        run_selection(settings)
+def select(settings: SelectionSettings) -> None:
+    from chap_mop.selection.stage import run_selection
 
-    run_stage(parser, stage, f". Model selection stopped; results folder {settings.results} is incomplete: check "
-                             "that the cluster's workers are ALIVE with free cores (master web UI), then re-run with "
-                             "--resume to continue from the last completed epoch")
+    run_selection(settings)
+
+
+def worker_lost_advice(settings: SelectionSettings) -> str:
+    return (f". Model selection stopped; results folder {settings.results} is incomplete: check that the cluster's "
+            "workers are ALIVE with free cores (master web UI), then re-run with --resume to continue from the "
+            "last completed epoch")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 import argparse
 import sys
 from collections.abc import Callable
+from dataclasses import fields
 
 from chap_mop import __version__
 from chap_mop.errors import EXIT_BAD_INPUT, EXIT_WORKER_LOST, InputError, WorkerLostError
@@ -56,3 +57,14 @@ def run_stage(parser: argparse.ArgumentParser, stage: Callable[[], object],
         parser.exit(EXIT_BAD_INPUT, f"error: {error}\n")
     except WorkerLostError as error:
         parser.exit(EXIT_WORKER_LOST, f"error: {error}{worker_lost_advice}\n")
+
+
+def run_program(parser: argparse.ArgumentParser, argv: list[str] | None, settings_type: type,
+                stage: Callable[[object], object], worker_lost_advice: Callable[[object], str] | None = None) -> None:
+    """Parse ``argv`` into a ``settings_type`` (flags' ``dest`` are its field names) and run ``stage`` on it.
+
+    :param worker_lost_advice: what to do after a lost worker, from the settings.
+    """
+    args = parser.parse_args(argv)
+    settings = settings_type(**{field.name: getattr(args, field.name) for field in fields(settings_type)})
+    run_stage(parser, lambda: stage(settings), worker_lost_advice(settings) if worker_lost_advice else "")

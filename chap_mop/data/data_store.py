@@ -8,6 +8,7 @@ those row groups gives the sequences each epoch really has.
 """
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlparse
 
 import numpy as np
@@ -82,9 +83,49 @@ def read_split(store: str, split_dir: str) -> SplitInfo:
     return SplitInfo(path, sum(sizes), len(groups), columns, sizes)
 
 
+def check_against_manifest(store: str, manifest: dict) -> None:
+    """Every data file the manifest names is there with the rows it records, and no other (footers only).
+
+    A store that lost a file would otherwise train on part of its data without a word.
+
+    :raises DataStoreError: naming the first file that is missing, extra, or of another row count.
+    """
+    root = local_path(store).rstrip("/")
+    for name, split in manifest["splits"].items():
+        folder = f"{root}/{split.get('folder', name)}"
+        try:
+            found = {path.name: path for path in Path(folder).glob("*.parquet")}
+        except OSError as error:
+            raise DataStoreError(f"{folder}: cannot be listed ({error})") from error
+        expected = split.get("file_rows")
+        if expected is None:  # a store written before the manifest recorded its files: count them
+            if len(found) != split["files"]:
+                raise DataStoreError(f"{folder} holds {len(found)} Parquet files, its manifest {split['files']}; "
+                                     "re-run prep_petastorm_data.py")
+            continue
+        for file_name, rows in expected.items():
+            if file_name not in found:
+                raise DataStoreError(f"{folder}/{file_name} is missing: the store is incomplete; re-run "
+                                     "prep_petastorm_data.py")
+            try:
+                actual = pq.ParquetFile(found[file_name]).metadata.num_rows
+            except (OSError, pa.ArrowInvalid) as error:
+                raise DataStoreError(f"{found[file_name]}: not a readable Parquet file ({error}); re-run "
+                                     "prep_petastorm_data.py") from error
+            if actual != rows:
+                raise DataStoreError(f"{found[file_name]} has {actual} rows, its manifest {rows}; re-run "
+                                     "prep_petastorm_data.py")
+        extra = sorted(set(found) - set(expected))
+        if extra:
+            raise DataStoreError(f"{folder}/{extra[0]} is not in the store's manifest; remove it or re-run "
+                                 "prep_petastorm_data.py")
+
+
 def read_store(store: str) -> tuple[dict, SplitInfo, SplitInfo]:
-    """(manifest, train split, validation split) of a prepared store, or a clear DataStoreError."""
+    """(manifest, train split, validation split) of a prepared store checked against its manifest, or a
+    clear DataStoreError."""
     manifest = read_manifest(store)
+    check_against_manifest(store, manifest)
     return manifest, read_split(store, TRAIN_DIR), read_split(store, VAL_DIR)
 
 

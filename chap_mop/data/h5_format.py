@@ -67,7 +67,8 @@ def read_day_file(source: str | BinaryIO, name: str | None = None, with_data: bo
     :return: ``time`` (N,) int64 s, ``data`` (N, 100, 3) float32 g (when ``with_data``),
         ``non_wear``, ``sleeping`` (N,) int32 0/1, ``label`` (N,) int32 -1/0/1.
     :raises BadDayFileError: not HDF5, a missing dataset, a wrong shape or dtype, datasets of
-        unequal length, or a value outside its allowed set.
+        unequal length, a value outside its allowed set, a ``time`` that is not strictly increasing,
+        or (when ``with_data``) NaN or infinity in ``data``.
     """
     name = name or str(source)
     try:
@@ -107,6 +108,12 @@ def _cast_and_check_values(columns: dict[str, np.ndarray], name: str) -> dict[st
     if not np.all(np.isfinite(time)):
         raise BadDayFileError(name, "dataset 'time' holds NaN or infinite values")
     out = {"time": np.rint(time).astype(np.int64)}
+    back = np.flatnonzero(np.diff(out["time"]) <= 0)
+    if len(back):
+        first = int(back[0])
+        raise BadDayFileError(name, f"dataset 'time' is not strictly increasing: {len(back)} step(s) back or "
+                                    f"repeated, first at row {first + 1} ({out['time'][first]} s, then "
+                                    f"{out['time'][first + 1]} s)")
     for dataset, allowed in [("non_wear", (0, 1)), ("sleeping", (0, 1)), ("label", LABELS)]:
         values = columns[dataset]
         bad = ~np.isin(values, allowed)
@@ -115,5 +122,9 @@ def _cast_and_check_values(columns: dict[str, np.ndarray], name: str) -> dict[st
                                         f"{set(allowed)}, first {values[bad][0]!r} at row {int(np.argmax(bad))}")
         out[dataset] = values.astype(np.int32)
     if "data" in columns:
+        bad = ~np.isfinite(columns["data"]).all(axis=(1, 2))
+        if bad.any():
+            raise BadDayFileError(name, f"dataset 'data' holds NaN or infinite values in {int(bad.sum())} window(s), "
+                                        f"first at row {int(np.argmax(bad))}")
         out["data"] = columns["data"]
     return out

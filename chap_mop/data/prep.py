@@ -110,7 +110,7 @@ def open_day_file(fs: pafs.FileSystem, path: str) -> Iterator[str | BinaryIO]:
 
 
 def inspect_day_file(fs: pafs.FileSystem, subject: str, path: str) -> tuple[str, str, int, Problem | None]:
-    """*Executor side.* Check one day file's structure and values without reading ``data``.
+    """*Executor side.* Check one day file's structure and values, ``data`` included (finite values).
 
     Returns the fault instead of raising it, so that the driver can report every bad file.
 
@@ -118,7 +118,7 @@ def inspect_day_file(fs: pafs.FileSystem, subject: str, path: str) -> tuple[str,
     """
     try:
         with open_day_file(fs, path) as file:
-            rows = len(read_day_file(file, name=path, with_data=False)["time"])
+            rows = len(read_day_file(file, name=path)["time"])
     except BadDayFileError as error:
         return subject, path, 0, Problem(path, error.problem)
     except OSError as error:  # permissions, a file that vanished, an I/O error
@@ -262,19 +262,30 @@ def count_row_groups(fs: pafs.FileSystem, dataset: str) -> int:
     return total
 
 
+def file_rows(fs: pafs.FileSystem, dataset: str) -> dict[str, int]:
+    """Rows of each data file of a dataset, by file name, from the Parquet footers."""
+    rows = {}
+    for path in parquet_files(fs, dataset):
+        with fs.open_input_file(path) as file:
+            rows[path.rsplit("/", 1)[-1]] = pq.ParquetFile(file).metadata.num_rows
+    return rows
+
+
 def split_summary(fs: pafs.FileSystem, dataset: str, plan: SplitPlan) -> dict:
-    """The manifest entry of one written split: its plan, and the files and row groups it got."""
+    """The manifest entry of one written split: its plan, and the files (with their rows) and row
+    groups it got."""
     return {"folder": plan.folder, "subjects": plan.subjects, "rows": sum(plan.rows.values()),
             "rows_per_subject": plan.rows, "subjects_per_file": plan.files,
             "max_rows_per_row_group": plan.max_rows_per_row_group,
-            "files": len(parquet_files(fs, dataset)), "row_groups": count_row_groups(fs, dataset)}
+            "files": len(parquet_files(fs, dataset)), "row_groups": count_row_groups(fs, dataset),
+            "file_rows": file_rows(fs, dataset)}
 
 
-def claim_output(fs: pafs.FileSystem, root: str) -> None:
-    """Make sure ``root`` is new, empty, or a store this project wrote, and mark it as such.
+def check_output(fs: pafs.FileSystem, root: str) -> None:
+    """Make sure ``root`` is new, empty, or a store this project wrote; change nothing.
 
     :raises InputError: ``root`` is a file, or a non-empty folder without the project's marker or
-        manifest: nothing in it is touched.
+        manifest.
     """
     info = fs.get_file_info(root)
     if info.type == pafs.FileType.File:
@@ -285,10 +296,20 @@ def claim_output(fs: pafs.FileSystem, root: str) -> None:
             shown = ", ".join(names[:ENTRIES_SHOWN]) + (", ..." if len(names) > ENTRIES_SHOWN else "")
             raise InputError(f"output folder {root} is not empty and holds no data store of this project "
                              f"({len(names)} entries: {shown}); choose a new or empty folder")
-    else:
+
+
+def claim_output(fs: pafs.FileSystem, root: str) -> None:
+    """:func:`check_output`, then create ``root`` if needed and mark it as a store of this project.
+
+    :raises InputError: as :func:`check_output`, or ``root`` cannot be written.
+    """
+    check_output(fs, root)
+    try:
         fs.create_dir(root, recursive=True)
-    with fs.open_output_stream(f"{root}/{STORE_MARKER}") as out:
-        out.write(b"A data store written by prep_petastorm_data.py, which may replace it.\n")
+        with fs.open_output_stream(f"{root}/{STORE_MARKER}") as out:
+            out.write(b"A data store written by prep_petastorm_data.py, which may replace it.\n")
+    except OSError as error:
+        raise InputError(f"output folder {root} cannot be written ({error}); choose a writable folder") from error
 
 
 def _is_manifest(fs: pafs.FileSystem, path: str) -> bool:
@@ -300,18 +321,20 @@ def _is_manifest(fs: pafs.FileSystem, path: str) -> bool:
         return False
 
 
-def unmark_store(fs: pafs.FileSystem, root: str) -> str:
-    """Make ``root`` an incomplete store before anything in it changes, and give a staging folder.
+def new_staging(fs: pafs.FileSystem, root: str) -> str:
+    """Remove the staging folders of killed runs in ``root`` and name a new one for this run.
 
-    Deletes the manifest, the mark of a complete store, and the staging folders of killed runs.
-
-    :return: the name of a new, hidden staging folder inside ``root``, for this run.
+    :return: the name of a new, hidden staging folder inside ``root``.
     """
-    delete_if_exists(fs, f"{root}/{MANIFEST_NAME}")
     for entry in fs.get_file_info(pafs.FileSelector(root, allow_not_found=True)):
         if entry.base_name.startswith(STAGING_PREFIX):
             delete_if_exists(fs, entry.path)
     return f"{STAGING_PREFIX}{uuid.uuid4().hex}"
+
+
+def unmark_store(fs: pafs.FileSystem, root: str) -> None:
+    """Make ``root`` an incomplete store (delete its manifest) just before its datasets are swapped."""
+    delete_if_exists(fs, f"{root}/{MANIFEST_NAME}")
 
 
 def delete_if_exists(fs: pafs.FileSystem, path: str) -> None:

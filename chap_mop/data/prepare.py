@@ -29,6 +29,7 @@ from chap_mop.data import legacy_arrow, prep
 from chap_mop.data.petastorm_metadata import write_petastorm_metadata
 from chap_mop.data.schema import TEST_DIR, TRAIN_DIR, VAL_DIR
 from chap_mop.errors import InputError
+from chap_mop.files import check_writable
 from chap_mop.runtime.spark_progress import PROGRESS_EVERY_S, job_progress
 from chap_mop.runtime.spark_session import spark_for
 
@@ -86,6 +87,7 @@ def prepare_store(settings: PrepSettings, spark: SparkSession | None = None) -> 
     :raises InputError: bad settings or input, before anything in the output changes.
     """
     settings.check()
+    check_writable(settings.output, "output folder")
     legacy_arrow.install()
     with spark_for(spark, settings.master, "DeepPostures - Petastorm data preparation") as session:
         partitions = settings.partitions or session.sparkContext.defaultParallelism
@@ -164,18 +166,20 @@ def prepare(spark: SparkSession, input_url: str, output_url: str, train_fraction
     """Convert ``input_url`` to a Petastorm store at ``output_url``, replacing an earlier store there.
 
     The output must be new, empty, or a store this project wrote; only the store's own entries
-    (manifest, ``train_data``, ``val_data``, staging folders) are replaced, anything else stays.
+    (manifest, ``train_data``, ``val_data``, ``test_data``, staging folders) are replaced, anything
+    else stays.
 
-    The old manifest goes first and the new one comes last; both datasets are written to a
-    hidden temporary folder inside the output and moved into place only when both succeeded.
+    Every check (the output, the inputs, pass 1, the split) comes before anything in the output
+    changes. The datasets are written to a hidden staging folder inside the output; only when all
+    are written does the old manifest go, the new datasets move into place and the new manifest come
+    last. A failed run leaves an earlier store as it was.
 
     :return: the manifest that was written.
     """
     started = time.monotonic()
     in_fs, in_root, in_url = prep.resolve(input_url)
     out_fs, out_root, out_url = prep.resolve(output_url)
-    prep.claim_output(out_fs, out_root)
-    staging = prep.unmark_store(out_fs, out_root)
+    prep.check_output(out_fs, out_root)
 
     day_files, rows, skipped = check_inputs(spark, in_fs, in_root, skip_bad_files, progress_every_s)
     print(f"pass 1: {sum(rows.values())} windows in {sum(map(len, day_files.values()))} usable day files, "
@@ -188,12 +192,15 @@ def prepare(spark: SparkSession, input_url: str, output_url: str, train_fraction
     if test:  # never read by model selection but to report on the chosen model
         plans.append(prep.plan_split("test", TEST_DIR, test, rows, partitions))
 
+    prep.claim_output(out_fs, out_root)
+    staging = prep.new_staging(out_fs, out_root)
     try:
         writing = time.monotonic()
         write_splits(spark, in_fs, out_fs, plans, day_files, f"{out_root}/{staging}", row_group_size_mb,
                      progress_every_s)
         print(f"pass 2: wrote {sum(len(plan.files) for plan in plans)} Parquet files in "
               f"{time.monotonic() - writing:.1f} s")
+        prep.unmark_store(out_fs, out_root)  # the old store is complete until the new one is
         for plan in plans:
             prep.delete_if_exists(out_fs, f"{out_root}/{plan.folder}")
             out_fs.move(f"{out_root}/{staging}/{plan.folder}", f"{out_root}/{plan.folder}")

@@ -21,11 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chap_mop.errors import InputError
+from chap_mop.files import check_writable
 from chap_mop.predict import predictions
 from chap_mop.runtime import runtime_env
 from chap_mop.runtime.spark_progress import PROGRESS_EVERY_S
 
 SUMMARY_FILE = "summary.json"
+BEST_MODEL_FILE = "best_model.h5"
 ENSEMBLE_NAME = "ensemble"
 
 
@@ -74,13 +76,16 @@ class PredictSettings:
 def model_files(results_dir: Path, ensemble: bool) -> tuple[str, list[str]]:
     """The model name and model files (best first) of a results folder of the selection stage.
 
-    Without ``ensemble``: the best run (``summary.json``'s ``best_run_id``), from the summary's
-    ``best_model`` or else ``<results_dir>/best_model.h5``; with it: ``ensemble`` and the members
-    of ``ensemble.json``.
+    Without ``ensemble``: the best run (``summary.json``'s ``best_run_id``) and the folder's own
+    ``best_model.h5``; with it: ``ensemble`` and the members of ``ensemble.json``. Every file is
+    the one inside ``results_dir`` (a folder copied elsewhere predicts with its own models), checked
+    against the SHA-256 that the run recorded.
 
-    :raises InputError: a missing folder, no readable ``summary.json``, no ensemble when asked.
+    :raises InputError: a missing folder, no readable ``summary.json``, no ensemble when asked, a
+        model file that is missing or not the one the run saved.
     """
     from chap_mop.selection.ensemble import read_members
+    from chap_mop.selection.run_state import saved_model
 
     summary_path = results_dir / SUMMARY_FILE
     if not results_dir.exists():
@@ -88,15 +93,14 @@ def model_files(results_dir: Path, ensemble: bool) -> tuple[str, list[str]]:
     if not summary_path.is_file():
         raise InputError(f"{results_dir}: not a results folder of model_selection.py (no {SUMMARY_FILE})")
     if ensemble:
-        return ENSEMBLE_NAME, [member["model"] for member in read_members(results_dir)]
+        members = [Path(member["model"]).relative_to(results_dir) for member in read_members(results_dir)]
+        return ENSEMBLE_NAME, [str(saved_model(results_dir, str(member))) for member in members]
     try:
         summary = json.loads(summary_path.read_text())
         name = summary["best_run_id"]
     except (ValueError, KeyError) as error:
         raise InputError(f"{summary_path}: not a summary of model_selection.py ({error!r})") from error
-    saved = Path(summary.get("best_model", results_dir / "best_model.h5"))
-    # a results folder copied elsewhere (e.g. off a cluster) names its old path: use the copy beside
-    return name, [str(saved if saved.is_file() else results_dir / "best_model.h5")]
+    return name, [str(saved_model(results_dir, BEST_MODEL_FILE))]
 
 
 def predict(settings: PredictSettings, spark=None) -> tuple[int, int]:
@@ -122,6 +126,7 @@ def predict(settings: PredictSettings, spark=None) -> tuple[int, int]:
     name, files = model_files(Path(settings.results).resolve(), settings.ensemble)
     out_root = Path(settings.predictions_dir).resolve()
     predictions.check_predictions_dir(out_root)
+    check_writable(out_root, "predictions folder")
     runtime_env.import_tensorflow()
     seq_lens = [inference.windows_per_sequence(inference.load_model(path)) for path in files]
     in_fs, in_root, _ = prep.resolve(settings.pre_processed_dir)

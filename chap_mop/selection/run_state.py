@@ -5,6 +5,8 @@ Layout inside a results folder::
 
     run_state.json                        the marker: written when a run starts, rewritten
                                           (write, then rename) after every completed epoch
+    run_state.json.prev                   the state before the last save, used (with a warning)
+                                          when run_state.json cannot be read
     checkpoints/<run id>/epoch_<k>.h5     each configuration as it was at the end of its last
                                           completed epoch k: weights and optimizer state
     runs/<run id>/                        cerebro's working checkpoint (overwritten after every
@@ -13,19 +15,25 @@ Layout inside a results folder::
     ensemble.json, ensemble/<run id>.h5, test_report.json, test_per_subject.csv, test_confusion.png
                                           the outputs
 
-A folder is the project's only when it holds ``run_state.json``. Nothing here deletes a path
-that the state does not name or that is not one of the outputs above.
+A folder is the project's only when it holds ``run_state.json`` or ``run_state.json.prev`` (their
+presence, not their contents, so a damaged state can still be replaced with ``--overwrite``).
+Nothing here deletes a path that the state does not name or that is not one of the outputs above
+(with a state that cannot be read, the configurations are the ``model_<i>_<time>`` folders that
+cerebro named).
 """
 import datetime
 import hashlib
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
 from chap_mop.errors import InputError
 
 STATE_NAME = "run_state.json"
+PREVIOUS_STATE_NAME = STATE_NAME + ".prev"
+RUN_ID_PATTERN = re.compile(r"model_\d+_\d+")  # cerebro's run ids
 STATE_FORMAT = 1
 CHECKPOINTS_DIR = "checkpoints"
 RUNS_DIR = "runs"
@@ -57,6 +65,20 @@ def atomic_copy(source: Path, target: Path) -> None:
     partial = target.with_name(f".{target.name}{PARTIAL_SUFFIX}")
     shutil.copyfile(source, partial)
     os.replace(partial, target)
+
+
+def _read_state(path: Path) -> dict:
+    """The JSON of a run state file, checked for the keys every state has.
+
+    :raises OSError: it cannot be read.  :raises ValueError: it is not a run state of this format.
+    """
+    data = json.loads(path.read_text())
+    if not isinstance(data, dict) or not isinstance(data.get("configurations"), list) or \
+            not isinstance(data.get("settings"), dict):
+        raise ValueError(f"expected a JSON object with settings and configurations, found {type(data).__name__}")
+    if data.get("format") != STATE_FORMAT:
+        raise ValueError(f"state format {data.get('format')!r}, expected {STATE_FORMAT}")
+    return data
 
 
 def manifest_fingerprint(manifest: dict) -> str:
@@ -98,20 +120,52 @@ class RunState:
 
     @classmethod
     def load(cls, folder: Path) -> "RunState":
-        path = folder / STATE_NAME
+        """The saved state; the previous one, with a warning, when the current cannot be read.
+
+        :raises ResultsFolderError: neither can be read, or the state holds impossible values.
+        """
+        path, previous = folder / STATE_NAME, folder / PREVIOUS_STATE_NAME
         try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as error:
-            raise ResultsFolderError(f"{path} is not a readable run state ({error}); pass --overwrite to "
-                                     "replace the run") from error
-        if data.get("format") != STATE_FORMAT:
-            raise ResultsFolderError(f"{path} has state format {data.get('format')!r}, expected {STATE_FORMAT}; "
-                                     "pass --overwrite to replace the run")
-        return cls(folder, data)
+            data = _read_state(path)
+        except (OSError, ValueError) as error:
+            try:
+                data = _read_state(previous)
+            except (OSError, ValueError):
+                raise ResultsFolderError(f"{path} is not a readable run state ({error}) and {previous.name} cannot "
+                                         "stand in for it; pass --overwrite to replace the run") from error
+            print(f"warning: {path} is not a readable run state ({error}); using {previous.name}, the state "
+                  "before its last save (at most one epoch older)")
+        state = cls(folder, data)
+        state.check_values()
+        return state
+
+    def check_values(self) -> None:
+        """Refuse a state whose values no run can have written (e.g. edited by hand).
+
+        :raises ResultsFolderError: naming the configuration and the value.
+        """
+        epochs = self.settings.get("epochs")
+        for entry in self.configurations:
+            done, history = entry.get("epochs_completed"), entry.get("history") or {}
+            lengths = {len(values) for values in history.values()}
+            problem = None
+            if not isinstance(done, int) or done < 0 or (isinstance(epochs, int) and done > epochs):
+                problem = f"epochs_completed {done!r} (expected 0 to {epochs})"
+            elif lengths and lengths != {done}:
+                problem = f"epochs_completed {done} but {sorted(lengths)} epochs of history"
+            elif done and not (entry.get("checkpoint") and (self.folder / entry["checkpoint"]).is_file()):
+                problem = f"no checkpoint file for its {done} completed epochs ({entry.get('checkpoint')})"
+            if problem:
+                raise ResultsFolderError(f"{self.folder / STATE_NAME}: configuration {entry.get('run_id')} has "
+                                         f"{problem}; pass --overwrite to replace the run")
 
     def save(self) -> None:
+        """Write the state whole (beside it, then renamed), keeping the one it replaces as ``.prev``."""
         self.data["updated"] = _now()
-        atomic_write_text(self.folder / STATE_NAME, json.dumps(self.data, indent=1, default=float) + "\n")
+        current = self.folder / STATE_NAME
+        if current.is_file():
+            atomic_copy(current, self.folder / PREVIOUS_STATE_NAME)
+        atomic_write_text(current, json.dumps(self.data, indent=1, default=float) + "\n")
 
     @property
     def settings(self) -> dict:
@@ -224,10 +278,35 @@ class RunState:
         self.data["wall_clock_seconds"] = round(self.data["wall_clock_seconds"] + seconds, 1)
         self.save()
 
-    def finish(self) -> None:
-        """Mark the run complete, after every output was written."""
+    def finish(self, models: list[str] = ()) -> None:
+        """Mark the run complete, after every output was written.
+
+        :param models: the saved models (paths relative to the folder), whose SHA-256 the state keeps
+            so that a copied, truncated or replaced file is refused when it is loaded.
+        """
+        self.data["models"] = {name: file_digest(self.folder / name) for name in models}
         self.data["status"] = "complete"
         self.save()
+
+
+def saved_model(folder: Path, name: str) -> Path:
+    """A model that a finished run saved in ``folder``, checked against the SHA-256 its state recorded.
+
+    :param name: its path relative to the folder, e.g. ``best_model.h5``.
+    :raises ResultsFolderError: the file is missing, or differs from the one the run saved.
+    """
+    path = folder / name
+    if not path.is_file():
+        raise ResultsFolderError(f"{path} is missing: the results folder lost its model; re-run model selection "
+                                 "or copy the whole folder again")
+    try:
+        recorded = _read_state(folder / STATE_NAME).get("models", {}).get(name)
+    except (OSError, ValueError):
+        recorded = None  # a folder without a readable state: summary.json alone names the model
+    if recorded and file_digest(path) != recorded:
+        raise ResultsFolderError(f"{path} is not the model this run saved (its SHA-256 differs from "
+                                 f"{STATE_NAME}'s); copy the whole results folder again")
+    return path
 
 
 def _entries(folder: Path) -> list[str]:
@@ -247,7 +326,7 @@ def open_results_folder(folder: Path, resume: bool, overwrite: bool) -> RunState
     if folder.exists() and not folder.is_dir():
         raise ResultsFolderError(f"results folder {folder} is a file; expected a folder")
     entries = _entries(folder) if folder.is_dir() else []
-    if not (folder / STATE_NAME).is_file():
+    if not ((folder / STATE_NAME).is_file() or (folder / PREVIOUS_STATE_NAME).is_file()):
         if entries:
             shown = ", ".join(entries[:FOREIGN_ENTRIES_SHOWN]) + (", ..." if len(entries) > FOREIGN_ENTRIES_SHOWN else "")
             raise ResultsFolderError(f"results folder {folder} is not empty and holds no run of this project "
@@ -255,8 +334,14 @@ def open_results_folder(folder: Path, resume: bool, overwrite: bool) -> RunState
         if resume:
             raise ResultsFolderError(f"nothing to resume: {folder} holds no run ({STATE_NAME} is missing)")
         return None
+    if overwrite:
+        try:
+            return RunState.load(folder)
+        except ResultsFolderError as error:  # a damaged state: --overwrite replaces the run all the same
+            print(f"warning: {error.args[0].split('; pass --overwrite')[0]}; replacing the run")
+            return RunState(folder, {"settings": {}, "configurations": [], "unreadable": True})
     state = RunState.load(folder)
-    if resume or overwrite:
+    if resume:
         return state
     progress = "complete" if state.complete else "incomplete"
     raise ResultsFolderError(f"results folder {folder} holds an earlier run ({progress}, {state.epochs_completed()} "
@@ -265,16 +350,25 @@ def open_results_folder(folder: Path, resume: bool, overwrite: bool) -> RunState
 
 
 def remove_run(state: RunState) -> None:
-    """Remove exactly what the run wrote into its folder; anything else in it stays."""
+    """Remove exactly what the run wrote into its folder; anything else in it stays.
+
+    For a state that could not be read, the run's configurations are the folders and files named
+    with cerebro's run ids in ``runs/``, ``checkpoints/`` and ``ensemble/``.
+    """
     folder = state.folder
-    for entry in state.configurations:
+    run_ids = [entry["run_id"] for entry in state.configurations]
+    if state.data.get("unreadable"):
+        run_ids = sorted({path.name.removesuffix(".h5") for subdir in (RUNS_DIR, CHECKPOINTS_DIR, MEMBERS_DIR)
+                          if (folder / subdir).is_dir() for path in (folder / subdir).iterdir()
+                          if RUN_ID_PATTERN.fullmatch(path.name.removesuffix(".h5"))})
+    for run_id in run_ids:
         for subdir in (RUNS_DIR, CHECKPOINTS_DIR):
-            shutil.rmtree(folder / subdir / entry["run_id"], ignore_errors=True)
-        (folder / MEMBERS_DIR / f"{entry['run_id']}.h5").unlink(missing_ok=True)
+            shutil.rmtree(folder / subdir / run_id, ignore_errors=True)
+        (folder / MEMBERS_DIR / f"{run_id}.h5").unlink(missing_ok=True)
     for subdir in (RUNS_DIR, CHECKPOINTS_DIR, MEMBERS_DIR):
         if (folder / subdir).is_dir() and not any((folder / subdir).iterdir()):
             (folder / subdir).rmdir()
     outputs = [folder / name for name in OUTPUT_NAMES]
     outputs += [path for pattern in OUTPUT_PATTERNS for path in folder.glob(pattern)]
-    for path in outputs + [folder / STATE_NAME, folder / f".{STATE_NAME}{PARTIAL_SUFFIX}"]:
+    for path in outputs + [folder / STATE_NAME, folder / PREVIOUS_STATE_NAME, folder / f".{STATE_NAME}{PARTIAL_SUFFIX}"]:
         path.unlink(missing_ok=True)

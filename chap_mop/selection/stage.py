@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from chap_mop.errors import InputError
+from chap_mop.files import check_writable
 from chap_mop.model.ranking import METRIC_COLUMNS, RECORDED_METRICS
 from chap_mop.runtime import runtime_env
 from chap_mop.selection import run_state
@@ -94,6 +95,13 @@ def check_settings(settings: SelectionSettings) -> Plan:
 
     :raises InputError: the first setting out of range, naming it.
     """
+    for name, value, least in (("--epochs", settings.epochs, 1), ("--batch-size", settings.batch_size, 1),
+                               ("--workers", settings.workers, 1), ("--samples", settings.samples, 1),
+                               ("--model-cache-mb", settings.model_cache_mb, 0)):
+        if value is not None and value < least:
+            raise InputError(f"{name} {value}: expected {least} or more")
+    if not settings.polling_period_s > 0:
+        raise InputError(f"--polling-period {settings.polling_period_s}: expected more than 0 seconds")
     space = check_search_space(settings.search_space)
     configurations, halving = plan_search(settings.search, space, settings.samples, settings.eta, settings.epochs,
                                           settings.min_epochs)
@@ -183,8 +191,6 @@ def run_selection(settings: SelectionSettings, spark=None) -> dict | None:
     started = time.time()
     runtime_env.configure(settings.verbose)
     plan = check_settings(settings)
-    if settings.workers is not None and settings.workers < 1:
-        raise InputError(f"--workers {settings.workers}: expected 1 or more")
 
     from chap_mop import cerebro_compat
 
@@ -201,6 +207,7 @@ def run_selection(settings: SelectionSettings, spark=None) -> dict | None:
     results_dir = Path(settings.results).resolve()
     saved = run_settings(settings, plan, manifest)
     earlier = run_state.open_results_folder(results_dir, settings.resume, settings.overwrite)
+    check_writable(results_dir, "results folder")
     if settings.resume:
         earlier.check_resumable(saved)
         if earlier.complete and earlier.epochs_completed() == settings.epochs:
@@ -283,7 +290,7 @@ def _select(settings: SelectionSettings, plan: Plan, spark, manifest: dict, trai
         "batch_size": settings.batch_size,
         "wall_clock_seconds": state.data["wall_clock_seconds"], "resumes": state.data["resumes"],
         "sequences_per_epoch": {str(win): counts for win, counts in sequences.items()},
-        "data_store": settings.data, "best_model": str(best_path),
+        "data_store": settings.data, "best_model": best_path.name,  # relative: the folder can move
     }
     if plan.halving:
         summary["halving"] = {**plan.halving.to_json(), "configuration_epochs_trained": state.configuration_epochs()}
@@ -299,7 +306,7 @@ def _select(settings: SelectionSettings, plan: Plan, spark, manifest: dict, trai
         tracker.finish([results_dir / name for name in (*run_state.OUTPUT_NAMES, f"validation_{settings.metric}.png")],
                        {entry["run_id"]: results_dir / entry["checkpoint"] for entry in state.configurations
                         if entry["checkpoint"]})
-    state.finish()
+    state.finish([best_path.name, *(member["model"] for member in members)])
     print(f"\nBest run {best_run} {summary['hyperparameters']}: val_{settings.metric} = {summary['value']:.4f}")
     print(f"Results in {results_dir}: report.html, models.csv, history.csv, summary.json, best_model.h5, "
           "runs/*/logs (TensorBoard)")
