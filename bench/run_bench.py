@@ -38,13 +38,18 @@ from pathlib import Path
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from chap_mop.selection import halving
-from chap_mop.data import prep
-from chap_mop.selection.epoch_schedule import DEFAULT_POLLING_PERIOD_S
-from chap_mop.dev.demo_data import write_demo_dataset
-from chap_mop.data.h5_format import read_day_file
-from chap_mop.data.schema import MANIFEST_NAME, TRAIN_DIR, VAL_DIR, WINDOW_ARROW_SCHEMA, window_table
-from chap_mop.data.windows import sequence_length
+from chap_mop.runtime import runtime_env
+
+# The bench's own arithmetic uses chap_mop.data.windows, which imports TensorFlow: quietly, with Keras 2.
+runtime_env.import_tensorflow()
+
+from chap_mop.selection import halving  # noqa: E402
+from chap_mop.data import prep  # noqa: E402
+from chap_mop.selection.epoch_schedule import DEFAULT_POLLING_PERIOD_S  # noqa: E402
+from chap_mop.dev.demo_data import write_demo_dataset  # noqa: E402
+from chap_mop.data.h5_format import read_day_file  # noqa: E402
+from chap_mop.data.schema import MANIFEST_NAME, TRAIN_DIR, VAL_DIR, WINDOW_ARROW_SCHEMA, window_table  # noqa: E402
+from chap_mop.data.windows import sequence_length  # noqa: E402
 
 PROJECT = Path(__file__).resolve().parents[1]
 WORK = PROJECT / "bench" / "work"

@@ -162,6 +162,11 @@ def test_manifest_records_split_counts_and_layout(store):
     assert f"wrote {len(store['subjects'])} subjects" in store["printed"]
     assert "windows/s" in store["printed"]
     assert not [p for p in store["output"].iterdir() if p.name.startswith(".incomplete")]
+    # A file in a subject folder that is not a day file is said to be ignored, not passed over in silence.
+    ignored = [Path(p).relative_to(store["input"]) for p in store["manifest"]["ignored"]]
+    expected = sorted(p.relative_to(store["input"]) for p in store["input"].glob("[!.]*/[!.]*") if p.suffix != ".h5")
+    assert Path("big/notes.txt") in ignored and sorted(ignored) == expected
+    assert f"ignored {len(expected)} entries that are not day files (*.h5)" in store["printed"]
 
 
 def test_real_deeppostures_example_is_converted(store, real_fixture_subject):

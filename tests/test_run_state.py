@@ -139,17 +139,22 @@ def test_a_configuration_without_a_completed_epoch_starts_afresh(tmp_path):
     assert state.data["resumes"][0]["restored"] == {"model_0_1": None}
 
 
-def test_save_epoch_keeps_one_checkpoint_per_configuration(tmp_path):
+def test_save_epoch_keeps_the_checkpoints_of_the_state_and_of_the_previous_state(tmp_path):
     state = RunState.create(tmp_path, SETTINGS)
     state.add_configuration("model_0_1", {"lr": 0.001})
     working = tmp_path / "working.h5"
-    for epoch in (1, 2):
+    for epoch in (1, 2, 3):
         working.write_text(f"epoch {epoch}")
         state.save_epoch({"model_0_1": working}, {"model_0_1": {"val_loss": [0.5] * epoch}}, {"model_0_1": epoch})
     kept = tmp_path / CHECKPOINTS_DIR / "model_0_1"
-    assert [p.name for p in kept.iterdir()] == ["epoch_2.h5"] and (kept / "epoch_2.h5").read_text() == "epoch 2"
+    # epoch 2's stays while run_state.json.prev names it: the previous state can stand in for a damaged one
+    assert sorted(p.name for p in kept.iterdir()) == ["epoch_2.h5", "epoch_3.h5"]
+    (tmp_path / STATE_NAME).write_text("{")
+    assert RunState.load(tmp_path).configurations[0]["epochs_completed"] == 2
+    state.finish()  # once complete, only the last epoch's remain
+    assert [p.name for p in kept.iterdir()] == ["epoch_3.h5"] and (kept / "epoch_3.h5").read_text() == "epoch 3"
     entry = RunState.load(tmp_path).configurations[0]
-    assert entry["epochs_completed"] == 2 and entry["history"] == {"val_loss": [0.5, 0.5]}
+    assert entry["epochs_completed"] == 3 and entry["history"] == {"val_loss": [0.5, 0.5, 0.5]}
     assert not list(tmp_path.glob(".*partial")) and (tmp_path / STATE_NAME).is_file()
 
 
@@ -224,3 +229,54 @@ def test_an_unwritable_folder_is_one_line(tmp_path):
     (tmp_path / "a_file").write_text("x")
     with pytest.raises(InputError, match="cannot be written"):
         check_writable(tmp_path / "a_file" / "results", "results folder")
+
+
+# One driver per folder; what an interrupted write left is removed ------------------------------
+
+def test_a_second_driver_is_refused_and_a_dead_drivers_lock_taken_over(tmp_path, capsys):
+    import json
+    import os
+    import socket
+    from chap_mop.selection.run_state import LOCK_NAME, driver_lock
+    with driver_lock(tmp_path):
+        with pytest.raises(ResultsFolderError, match=rf"results folder {tmp_path} is in use by another driver \(host "
+                                                     rf"{socket.gethostname()}, process {os.getpid()}, since "):
+            with driver_lock(tmp_path):
+                pass
+        assert (tmp_path / LOCK_NAME).is_file()
+    assert not (tmp_path / LOCK_NAME).exists()  # released on the way out
+    gone = int(open("/proc/sys/kernel/pid_max").read()) + 1  # no process can have it
+    (tmp_path / LOCK_NAME).write_text(json.dumps({"host": socket.gethostname(), "pid": gone,
+                                                  "started": "2026-12-03T10:00:00"}))
+    with driver_lock(tmp_path):  # a driver killed with SIGKILL left it: taken over
+        assert json.loads((tmp_path / LOCK_NAME).read_text())["pid"] == os.getpid()
+    assert "warning: taking over" in capsys.readouterr().out
+    (tmp_path / LOCK_NAME).write_text(json.dumps({"host": "another-host", "pid": 1, "started": "then"}))
+    with pytest.raises(ResultsFolderError, match="in use by another driver \\(host another-host"):
+        with driver_lock(tmp_path):
+            pass
+
+
+def test_half_written_files_of_an_interrupted_run_are_removed_and_nothing_else(tmp_path):
+    from chap_mop.selection.run_state import remove_interrupted_writes
+    left = [".run_state.json.partial", ".models.csv.partial", f"{RUNS_DIR}/model_0_1/.hop-ab12.npz",
+            f"{CHECKPOINTS_DIR}/model_0_1/.epoch_2.h5.partial"]
+    kept = ["notes.partial", ".mine.partial", f"{RUNS_DIR}/model_0_1/hop.npz", f"{RUNS_DIR}/other/.hop-x.npz",
+            f"{CHECKPOINTS_DIR}/model_0_1/epoch_1.h5"]
+    for name in left + kept:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x")
+    assert sorted(str(p.relative_to(tmp_path)) for p in remove_interrupted_writes(tmp_path)) == sorted(left)
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file()) == sorted(kept)
+
+
+@pytest.mark.parametrize("edit", [{"history": []}, {"checkpoint": 3}, {"epochs_completed": "2"}])
+def test_a_state_with_values_of_the_wrong_kind_is_one_line_and_overwrite_replaces_it(tmp_path, edit):
+    state = saved_twice(tmp_path)
+    state.configurations[0].update(edit)
+    state.save()
+    state.save()
+    with pytest.raises(ResultsFolderError, match="pass --overwrite to replace the run"):
+        open_results_folder(tmp_path, resume=True, overwrite=False)
+    remove_run(open_results_folder(tmp_path, resume=False, overwrite=True))
+    assert not list(tmp_path.iterdir())

@@ -98,6 +98,23 @@ def find_day_files(fs: pafs.FileSystem, root: str) -> tuple[dict[str, list[str]]
     return day_files, problems
 
 
+def ignored_files(fs: pafs.FileSystem, root: str) -> list[str]:
+    """Files in the input that are not day files, so that prep says it ignored them: those beside the
+    subject folders and those in a subject folder without the ``.h5`` suffix (hidden entries aside).
+    """
+    ignored = []
+    for entry in sorted(fs.get_file_info(pafs.FileSelector(root)), key=lambda e: e.base_name):
+        if entry.base_name.startswith("."):
+            continue
+        if entry.type == pafs.FileType.File:
+            ignored.append(entry.path)
+        elif entry.type == pafs.FileType.Directory:
+            ignored += sorted(e.path for e in fs.get_file_info(pafs.FileSelector(entry.path))
+                              if not e.base_name.startswith(".") and not (
+                                  e.type == pafs.FileType.File and e.base_name.endswith(DAY_FILE_SUFFIX)))
+    return ignored
+
+
 @contextmanager
 def open_day_file(fs: pafs.FileSystem, path: str) -> Iterator[str | BinaryIO]:
     """A day file for :func:`read_day_file`: its path on a local file system (h5py reads a path

@@ -77,6 +77,8 @@ class PrepSettings:
             raise InputError(f"partitions {self.partitions}: expected 1 or more")
         if not 1 <= self.row_group_size_mb <= 2047:
             raise InputError(f"row group size {self.row_group_size_mb} MB: expected 1 to 2047")
+        if not self.progress_every_s > 0:
+            raise InputError(f"--progress-every {self.progress_every_s}: expected more than 0 seconds")
 
 
 def prepare_store(settings: PrepSettings, spark: SparkSession | None = None) -> dict:
@@ -186,6 +188,10 @@ def prepare(spark: SparkSession, input_url: str, output_url: str, train_fraction
           f"{time.monotonic() - started:.1f} s")
     for problem in skipped:
         print(f"skipped {problem}")
+    ignored = prep.ignored_files(in_fs, in_root)
+    if ignored:
+        shown = ", ".join(ignored[:3]) + (", ..." if len(ignored) > 3 else "")
+        print(f"ignored {len(ignored)} entries that are not day files (*.h5): {shown} (listed in the manifest)")
     train, val, test = prep.split_subjects(list(day_files), train_fraction, seed, test_fraction)
     plans = [prep.plan_split("train", TRAIN_DIR, train, rows, partitions),
              prep.plan_split("validation", VAL_DIR, val, rows, partitions)]
@@ -216,7 +222,7 @@ def prepare(spark: SparkSession, input_url: str, output_url: str, train_fraction
     manifest = {"input": in_url, "seed": seed, "train_fraction": train_fraction, "test_fraction": test_fraction,
                 "partitions": partitions,
                 "row_group_size_mb": row_group_size_mb, "splits": splits,
-                "skipped": [{"path": p.path, "reason": p.reason} for p in skipped]}
+                "skipped": [{"path": p.path, "reason": p.reason} for p in skipped], "ignored": ignored}
     prep.write_manifest(out_fs, out_root, manifest)
     seconds = time.monotonic() - started
     total = sum(split["rows"] for split in splits.values())

@@ -71,6 +71,8 @@ class PredictSettings:
             raise InputError(f"--batch-size {self.batch_size}: expected 1 or more")
         if self.padding not in predictions.PADDING_MODES:
             raise InputError(f"--padding {self.padding}: expected one of {list(predictions.PADDING_MODES)}")
+        if not self.progress_every_s > 0:
+            raise InputError(f"--progress-every {self.progress_every_s}: expected more than 0 seconds")
 
 
 def model_files(results_dir: Path, ensemble: bool) -> tuple[str, list[str]]:

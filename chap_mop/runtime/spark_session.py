@@ -67,17 +67,27 @@ def start_spark(master: str | None, app_name: str, conf: dict[str, str] | None =
     for name, value in (conf or {}).items():
         builder = builder.config(name, value)
     spark = builder.getOrCreate()
-    spark.sparkContext.setLogLevel("WARN")
-    spark.sparkContext.addPyFile(package_zip(tempfile.mkdtemp(prefix="chap_mop_pyfiles_")))
+    try:
+        spark.sparkContext.setLogLevel("WARN")
+        spark.sparkContext.addPyFile(package_zip(tempfile.mkdtemp(prefix="chap_mop_pyfiles_")))
+    except BaseException:
+        spark.stop()
+        raise
     return spark
 
 
 @contextlib.contextmanager
 def spark_for(spark, master: str | None, app_name: str, conf: dict[str, str] | None = None) -> Iterator:
-    """``spark`` itself when given (left running), else a new session that is stopped on every way out.
+    """``spark`` itself when given, else this process's active session, both left running; else a new
+    session that is stopped on every way out.
 
     :param spark: a running SparkSession of the caller's, or None.
     """
+    if spark is None:
+        from pyspark.sql import SparkSession
+        spark = SparkSession.getActiveSession()  # a notebook's or shell's own session: used, never stopped
+        if spark is not None and master and spark.sparkContext.master != master:
+            print(f"warning: running on this process's Spark session ({spark.sparkContext.master}), not {master}")
     if spark is not None:
         yield spark
         return

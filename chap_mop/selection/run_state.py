@@ -7,6 +7,7 @@ Layout inside a results folder::
                                           (write, then rename) after every completed epoch
     run_state.json.prev                   the state before the last save, used (with a warning)
                                           when run_state.json cannot be read
+    .chap_mop.lock                        held while a driver writes the run: a second is refused
     checkpoints/<run id>/epoch_<k>.h5     each configuration as it was at the end of its last
                                           completed epoch k: weights and optimizer state
     runs/<run id>/                        cerebro's working checkpoint (overwritten after every
@@ -21,18 +22,22 @@ Nothing here deletes a path that the state does not name or that is not one of t
 (with a state that cannot be read, the configurations are the ``model_<i>_<time>`` folders that
 cerebro named).
 """
+import contextlib
 import datetime
 import hashlib
 import json
 import os
 import re
 import shutil
+import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 from chap_mop.errors import InputError
 
 STATE_NAME = "run_state.json"
 PREVIOUS_STATE_NAME = STATE_NAME + ".prev"
+LOCK_NAME = ".chap_mop.lock"  # held by the driver that writes the run (host, process id, start time)
 RUN_ID_PATTERN = re.compile(r"model_\d+_\d+")  # cerebro's run ids
 STATE_FORMAT = 1
 CHECKPOINTS_DIR = "checkpoints"
@@ -144,9 +149,23 @@ class RunState:
 
         :raises ResultsFolderError: naming the configuration and the value.
         """
+        try:
+            self._check_values()
+        except (TypeError, AttributeError, KeyError) as error:
+            raise ResultsFolderError(f"{self.folder / STATE_NAME} holds a value of the wrong kind ({error!r}); pass "
+                                     "--overwrite to replace the run") from error
+
+    def _check_values(self) -> None:
         epochs = self.settings.get("epochs")
+        if self.data.get("status") not in ("running", "complete"):
+            raise ResultsFolderError(f"{self.folder / STATE_NAME}: status {self.data.get('status')!r}, expected "
+                                     "running or complete; pass --overwrite to replace the run")
         for entry in self.configurations:
-            done, history = entry.get("epochs_completed"), entry.get("history") or {}
+            done, history = entry["epochs_completed"], entry.get("history")
+            history = {} if history is None else history
+            if not isinstance(entry["run_id"], str) or not isinstance(history, dict) or \
+                    not isinstance(entry.get("checkpoint") or "", str):
+                raise TypeError(f"configuration {entry.get('run_id')!r}")
             lengths = {len(values) for values in history.values()}
             problem = None
             if not isinstance(done, int) or done < 0 or (isinstance(epochs, int) and done > epochs):
@@ -227,18 +246,28 @@ class RunState:
         :param epochs: run id -> epochs completed.
         """
         by_id = {c["run_id"]: c for c in self.configurations}
-        replaced = []
         for run_id, source in checkpoints.items():
             kept = Path(CHECKPOINTS_DIR) / run_id / f"epoch_{epochs[run_id]}.h5"
             atomic_copy(source, self.folder / kept)
-            entry = by_id[run_id]
-            if entry["checkpoint"] and entry["checkpoint"] != str(kept):
-                replaced.append(self.folder / entry["checkpoint"])
-            entry.update(checkpoint=str(kept), epochs_completed=epochs[run_id],
-                         history={name: list(values) for name, values in history[run_id].items()})
+            by_id[run_id].update(checkpoint=str(kept), epochs_completed=epochs[run_id],
+                                 history={name: list(values) for name, values in history[run_id].items()})
         self.save()
-        for path in replaced:  # only once the state no longer names them
-            path.unlink(missing_ok=True)
+        self.drop_unnamed_checkpoints()
+
+    def drop_unnamed_checkpoints(self) -> None:
+        """Delete the end-of-epoch checkpoints that neither this state nor ``run_state.json.prev`` names:
+        the previous state can stand in for a damaged one only with its own checkpoints."""
+        named = {entry["checkpoint"] for entry in self.configurations if entry.get("checkpoint")}
+        try:
+            named |= {entry.get("checkpoint") for entry in _read_state(self.folder / PREVIOUS_STATE_NAME)
+                      ["configurations"] if isinstance(entry, dict)}
+        except (OSError, ValueError):
+            pass
+        for entry in self.configurations:
+            folder = self.folder / CHECKPOINTS_DIR / entry["run_id"]
+            for path in folder.glob("epoch_*.h5") if folder.is_dir() else []:
+                if str(path.relative_to(self.folder)) not in named:
+                    path.unlink(missing_ok=True)
 
     def restore(self, entry: dict, working_checkpoint: Path, logs_dir: Path) -> str | None:
         """Put one configuration back as it was after its last completed epoch, before training resumes.
@@ -270,6 +299,7 @@ class RunState:
         """Note that the run continues now, for ``epochs`` in all, on ``workers`` workers."""
         self.data["resumes"].append({"at": _now(), "after_epoch": self.epochs_completed(), "restored": {}})
         self.data["status"] = "running"
+        self.data.pop("models", None)  # the outputs are written anew when the run completes
         self.settings.update(epochs=epochs, workers=workers)
         self.save()
 
@@ -287,6 +317,8 @@ class RunState:
         self.data["models"] = {name: file_digest(self.folder / name) for name in models}
         self.data["status"] = "complete"
         self.save()
+        self.save()  # .prev is now this complete state too: the checkpoints before the last epoch go
+        self.drop_unnamed_checkpoints()
 
 
 def saved_model(folder: Path, name: str) -> Path:
@@ -300,9 +332,13 @@ def saved_model(folder: Path, name: str) -> Path:
         raise ResultsFolderError(f"{path} is missing: the results folder lost its model; re-run model selection "
                                  "or copy the whole folder again")
     try:
-        recorded = _read_state(folder / STATE_NAME).get("models", {}).get(name)
+        state = _read_state(folder / STATE_NAME)
     except (OSError, ValueError):
-        recorded = None  # a folder without a readable state: summary.json alone names the model
+        state = {}  # a folder without a readable state: summary.json alone names the model
+    if state.get("status") == "running":
+        raise ResultsFolderError(f"the run in {folder} is not complete (its models may be half replaced); finish "
+                                 "it with model selection's --resume, then predict")
+    recorded = state.get("models", {}).get(name)
     if recorded and file_digest(path) != recorded:
         raise ResultsFolderError(f"{path} is not the model this run saved (its SHA-256 differs from "
                                  f"{STATE_NAME}'s); copy the whole results folder again")
@@ -310,7 +346,85 @@ def saved_model(folder: Path, name: str) -> Path:
 
 
 def _entries(folder: Path) -> list[str]:
-    return sorted(entry.name for entry in folder.iterdir())
+    return sorted(entry.name for entry in folder.iterdir() if entry.name != LOCK_NAME)
+
+
+def remove_interrupted_writes(folder: Path) -> list[Path]:
+    """Remove what an interrupted write of this project left in a run's folder: the ``.<name>.partial``
+    files of its state, outputs and checkpoints (written beside their target, then renamed) and
+    ``runs/<run id>/.hop-*.npz`` (hop checkpoints mid-write). Nothing else is touched.
+
+    :return: the files removed.
+    """
+    from chap_mop.selection.hop_checkpoint import TEMP_PREFIX
+
+    names = "|".join(re.escape(name) for name in (STATE_NAME, PREVIOUS_STATE_NAME, *OUTPUT_NAMES))
+    patterns = {folder: rf"\.({names}|validation_[\w.-]+\.png){re.escape(PARTIAL_SUFFIX)}",
+                folder / MEMBERS_DIR: rf"\.{RUN_ID_PATTERN.pattern}\.h5{re.escape(PARTIAL_SUFFIX)}"}
+    for subdir, pattern in ((CHECKPOINTS_DIR, rf"\.epoch_\d+\.h5{re.escape(PARTIAL_SUFFIX)}"),
+                            (RUNS_DIR, rf"{re.escape(TEMP_PREFIX)}[\w-]+\.npz")):
+        if (folder / subdir).is_dir():
+            patterns.update({path: pattern for path in (folder / subdir).iterdir()
+                             if path.is_dir() and RUN_ID_PATTERN.fullmatch(path.name)})
+    left = [path for place, pattern in patterns.items() if place.is_dir() for path in place.iterdir()
+            if path.is_file() and re.fullmatch(pattern, path.name)]
+    for path in left:
+        path.unlink(missing_ok=True)
+    return left
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def driver_lock(folder: Path) -> Iterator[None]:
+    """Hold ``<folder>/.chap_mop.lock`` (host, process id, start time) while a driver writes the run.
+
+    A second driver is refused in one line. A lock whose process is gone on this host (a driver
+    killed with SIGKILL) is taken over with a warning; one of another host is never guessed at.
+
+    :raises ResultsFolderError: another driver holds the folder.
+    """
+    path = folder / LOCK_NAME
+    created = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    mine = {"host": socket.gethostname(), "pid": os.getpid(), "started": _now()}
+    for attempt in (1, 2):
+        try:
+            with open(path, "x") as lock:
+                lock.write(json.dumps(mine) + "\n")
+            break
+        except FileExistsError:
+            try:
+                held = json.loads(path.read_text())
+            except (OSError, ValueError):
+                held = {}
+            stale = held.get("host") == mine["host"] and isinstance(held.get("pid"), int) and not _alive(held["pid"])
+            if attempt == 2 or not stale:
+                raise ResultsFolderError(
+                    f"results folder {folder} is in use by another driver (host {held.get('host')}, process "
+                    f"{held.get('pid')}, since {held.get('started')}): wait for it to end, or remove {path} if it is "
+                    "gone") from None
+            print(f"warning: taking over {path}: its driver (process {held['pid']}, since {held.get('started')}) "
+                  "is gone")
+            path.unlink(missing_ok=True)
+    try:
+        yield
+    finally:
+        try:
+            if json.loads(path.read_text()) == mine:
+                path.unlink()
+            if created and not any(folder.iterdir()):
+                folder.rmdir()  # a run refused before it wrote anything leaves no folder behind
+        except (OSError, ValueError):
+            pass
 
 
 def open_results_folder(folder: Path, resume: bool, overwrite: bool) -> RunState | None:
@@ -352,15 +466,16 @@ def open_results_folder(folder: Path, resume: bool, overwrite: bool) -> RunState
 def remove_run(state: RunState) -> None:
     """Remove exactly what the run wrote into its folder; anything else in it stays.
 
-    For a state that could not be read, the run's configurations are the folders and files named
-    with cerebro's run ids in ``runs/``, ``checkpoints/`` and ``ensemble/``.
+    The run's configurations are those its state names and the folders and files named with
+    cerebro's run ids in ``runs/``, ``checkpoints/`` and ``ensemble/``.
     """
     folder = state.folder
-    run_ids = [entry["run_id"] for entry in state.configurations]
-    if state.data.get("unreadable"):
-        run_ids = sorted({path.name.removesuffix(".h5") for subdir in (RUNS_DIR, CHECKPOINTS_DIR, MEMBERS_DIR)
-                          if (folder / subdir).is_dir() for path in (folder / subdir).iterdir()
-                          if RUN_ID_PATTERN.fullmatch(path.name.removesuffix(".h5"))})
+    # Besides the run ids the state names, those cerebro named in the run's folders: a state read from
+    # .prev, or an unreadable one, may not name the configurations of its last save.
+    run_ids = {entry["run_id"] for entry in state.configurations}
+    run_ids |= {path.name.removesuffix(".h5") for subdir in (RUNS_DIR, CHECKPOINTS_DIR, MEMBERS_DIR)
+                if (folder / subdir).is_dir() for path in (folder / subdir).iterdir()
+                if RUN_ID_PATTERN.fullmatch(path.name.removesuffix(".h5"))}
     for run_id in run_ids:
         for subdir in (RUNS_DIR, CHECKPOINTS_DIR):
             shutil.rmtree(folder / subdir / run_id, ignore_errors=True)

@@ -6,9 +6,10 @@ once per epoch (model hopping), then is validated on every partition of the vali
 Successive halving (``sha``) and Hyperband stop the worst configurations at each rung.
 :func:`run_selection` is the stage; ``chap-select`` and ``model_selection.py`` are its command line.
 
-Order of a run: every setting and the store are checked, the results folder is claimed and MLflow
-reached, all before Spark starts; then the epochs; then the best model, the ensemble, the test
-report and the tables. Spark is stopped on every way out.
+Order of a run: every setting and the store are checked, the results folder is locked for this
+driver and checked and MLflow reached, all before Spark starts; then the epochs; then the best
+model, the ensemble, the test report and the tables. Spark is stopped on every way out (when the
+stage started it) and the lock released.
 """
 import contextlib
 import functools
@@ -206,36 +207,29 @@ def run_selection(settings: SelectionSettings, spark=None) -> dict | None:
           f"{val.row_groups} row groups")
     results_dir = Path(settings.results).resolve()
     saved = run_settings(settings, plan, manifest)
-    earlier = run_state.open_results_folder(results_dir, settings.resume, settings.overwrite)
+    run_state.open_results_folder(results_dir, settings.resume, settings.overwrite)  # refuses without writing
     check_writable(results_dir, "results folder")
-    if settings.resume:
-        earlier.check_resumable(saved)
-        if earlier.complete and earlier.epochs_completed() == settings.epochs:
-            print(f"The run in {results_dir} is complete after {settings.epochs} epochs; pass a larger --epochs "
-                  "to extend it")
-            return None
-    tracker = MlflowTracker.connect(settings.mlflow_tracking_uri, settings.mlflow_experiment) \
-        if settings.mlflow_tracking_uri else None
+    with run_state.driver_lock(results_dir):  # one driver per results folder, from its checks to the end
+        earlier = run_state.open_results_folder(results_dir, settings.resume, settings.overwrite)  # as locked
+        if settings.resume:
+            earlier.check_resumable(saved)
+            if earlier.complete and earlier.epochs_completed() == settings.epochs:
+                print(f"The run in {results_dir} is complete after {settings.epochs} epochs; pass a larger --epochs "
+                      "to extend it")
+                return None
+        tracker = MlflowTracker.connect(settings.mlflow_tracking_uri, settings.mlflow_experiment) \
+            if settings.mlflow_tracking_uri else None
 
-    from chap_mop.runtime.spark_session import spark_for
+        from chap_mop.runtime.spark_session import spark_for
 
-    with spark_for(spark, settings.master, "chap-model-selection") as session:
-        return _select(settings, plan, session, manifest, train, val, results_dir, saved, earlier, tracker, started)
+        with spark_for(spark, settings.master, "chap-model-selection") as session:
+            return _select(settings, plan, session, manifest, train, val, results_dir, saved, earlier, tracker,
+                           started)
 
 
 def _select(settings: SelectionSettings, plan: Plan, spark, manifest: dict, train, val, results_dir: Path,
             saved: dict, earlier, tracker, started: float) -> dict:
-    """The run itself, on a running Spark session."""
-    from cerebro.storage import LocalStore
-
-    from chap_mop.cerebro_compat.hopping import HoppingBackend
-    from chap_mop.data.data_store import held_out_dir
-    from chap_mop.output.evaluation import report_test
-    from chap_mop.output.results import RunLog, write_results
-    from chap_mop.selection.ensemble import build_ensemble
-    from chap_mop.selection.progress import Progress
-    from chap_mop.selection.tracking import TrackingError, epoch_listener
-
+    """The run itself, on a running Spark session: the checks that need Spark, then :func:`_train`."""
     master = spark.sparkContext.master
     num_workers = settings.workers or spark.sparkContext.defaultParallelism
     print(f"model selection: {settings.search} search of {plan.configurations} configurations x {settings.epochs} "
@@ -248,6 +242,27 @@ def _select(settings: SelectionSettings, plan: Plan, spark, manifest: dict, trai
                          f"prep_petastorm_data.py with --partitions {num_workers} or use --workers "
                          f"{min(train.row_groups, val.row_groups)}")
     sequences = sequences_per_epoch(train, val, plan.space["win_size"], num_workers)
+    return _train(settings, plan, spark, manifest, results_dir, saved, earlier, tracker, started, num_workers,
+                  sequences)
+
+
+def _train(settings: SelectionSettings, plan: Plan, spark, manifest: dict, results_dir: Path, saved: dict, earlier,
+           tracker, started: float, num_workers: int, sequences: dict) -> dict:
+    """The search, the best model, the ensemble, the test report and the tables."""
+    from cerebro.storage import LocalStore
+
+    from chap_mop.cerebro_compat.hopping import HoppingBackend
+    from chap_mop.data.data_store import held_out_dir
+    from chap_mop.output.evaluation import report_test
+    from chap_mop.output.results import RunLog, write_results
+    from chap_mop.selection.ensemble import build_ensemble
+    from chap_mop.selection.progress import Progress
+    from chap_mop.selection.tracking import TrackingError, epoch_listener
+
+    master = spark.sparkContext.master
+    removed = run_state.remove_interrupted_writes(results_dir)
+    if removed:
+        print(f"removed {len(removed)} half-written file(s) of an interrupted run, e.g. {removed[0]}")
     state = begin_run(results_dir, earlier, settings.resume, {**saved, "workers": num_workers})
     if tracker:
         tracker.start(state.data.get("mlflow") if settings.resume else None, results_dir.name,
