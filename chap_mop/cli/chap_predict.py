@@ -1,7 +1,8 @@
 """``chap-predict``: sitting or not sitting for every 10-s window, in DeepPostures' CSV format."""
 import argparse
 
-from chap_mop.cli.common import add_spark_flags, alias_help, new_parser, run_program
+from chap_mop.cli.common import (add_day_file_flags, add_progress_flag, add_spark_flags, alias_help, new_parser,
+                                 run_program)
 from chap_mop.predict.predictions import PADDING_MODES
 from chap_mop.predict.stage import PredictSettings
 
@@ -13,12 +14,7 @@ def build_parser(defaults: PredictSettings, description: str | None = None, prog
 
     parser = new_parser(description or stage.__doc__, prog)
     data = parser.add_argument_group("data")
-    data.add_argument("--pre-processed-dir", default=defaults.pre_processed_dir, metavar="DIR",
-                      help="folder of subject folders of <YYYY-MM-DD>.h5 day files: path, file:// or hdfs:// URL, "
-                           "readable by every Spark worker")
-    data.add_argument("--skip-bad-files", action="store_true", default=defaults.skip_bad_files,
-                      help="skip unreadable or malformed day files and empty subject folders, and list them, "
-                           "instead of stopping at the first")
+    add_day_file_flags(data, "pre_processed_dir", defaults.pre_processed_dir, defaults.skip_bad_files)
     model = parser.add_argument_group("model")
     model.add_argument("--results", "--model-checkpoint-path", dest="results", default=defaults.results,
                        metavar="DIR", help=alias_help("results folder of chap-select (model_selection.py); its best "
@@ -39,9 +35,7 @@ def build_parser(defaults: PredictSettings, description: str | None = None, prog
                         help="leave out the segment column")
     output.add_argument("--probabilities", action="store_true", default=defaults.probabilities,
                         help="add probability_sitting (the ensemble's: mean of its members')")
-    spark = add_spark_flags(parser, defaults.master, defaults.verbose)
-    spark.add_argument("--progress-every", dest="progress_every_s", type=float, default=defaults.progress_every_s,
-                       metavar="SECONDS", help="seconds between progress lines")
+    add_progress_flag(add_spark_flags(parser, defaults.master, defaults.verbose), defaults.progress_every_s)
     return parser
 
 

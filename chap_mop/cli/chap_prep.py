@@ -1,7 +1,8 @@
 """``chap-prep``: DeepPostures' pre-processed H5 day files -> the Petastorm store that selection reads."""
 import argparse
 
-from chap_mop.cli.common import add_spark_flags, alias_help, new_parser, run_program
+from chap_mop.cli.common import (add_day_file_flags, add_progress_flag, add_spark_flags, alias_help, new_parser,
+                                 run_program)
 from chap_mop.data.prepare import PrepSettings
 
 
@@ -12,12 +13,7 @@ def build_parser(defaults: PrepSettings, description: str | None = None, prog: s
 
     parser = new_parser(description or prepare.__doc__, prog)
     data = parser.add_argument_group("data")
-    data.add_argument("--pre-processed-dir", "--input", dest="input", default=defaults.input, metavar="DIR",
-                      help=alias_help("folder of subject folders of <YYYY-MM-DD>.h5 day files: path, file:// or "
-                                      "hdfs:// URL, readable by every Spark worker", "--input"))
-    data.add_argument("--skip-bad-files", action="store_true", default=defaults.skip_bad_files,
-                      help="skip unreadable or malformed day files and empty subject folders, and list them, "
-                           "instead of stopping at the first")
+    add_day_file_flags(data, "input", defaults.input, defaults.skip_bad_files, earlier=("--input",))
     split = parser.add_argument_group("split")
     split.add_argument("--train-fraction", type=float, default=defaults.train_fraction,
                        help="fraction of subjects (rounded down) that train; the rest validate (or test)")
@@ -37,9 +33,7 @@ def build_parser(defaults: PrepSettings, description: str | None = None, prog: s
                              + ")")
     output.add_argument("--row-group-size-mb", type=int, default=defaults.row_group_size_mb,
                         help="maximum Parquet row group size in MB, 1-2047; a worker holds one row group in memory")
-    spark = add_spark_flags(parser, defaults.master, defaults.verbose)
-    spark.add_argument("--progress-every", dest="progress_every_s", type=float, default=defaults.progress_every_s,
-                       metavar="SECONDS", help="seconds between progress lines of each pass")
+    add_progress_flag(add_spark_flags(parser, defaults.master, defaults.verbose), defaults.progress_every_s)
     return parser
 
 

@@ -39,6 +39,27 @@ def add_spark_flags(parser: argparse.ArgumentParser, master: str | None, verbose
     return group
 
 
+def add_day_file_flags(group: argparse._ArgumentGroup, dest: str, folder: str, skip_bad_files: bool,
+                       earlier: tuple[str, ...] = ()) -> None:
+    """``--pre-processed-dir`` (DeepPostures' day files) and ``--skip-bad-files``, as prep and predict read them.
+
+    :param earlier: earlier names of ``--pre-processed-dir`` that are still accepted.
+    """
+    text = ("folder of subject folders of <YYYY-MM-DD>.h5 day files: path, file:// or hdfs:// URL, readable by every "
+            "Spark worker")
+    group.add_argument("--pre-processed-dir", *earlier, dest=dest, default=folder, metavar="DIR",
+                       help=alias_help(text, ", ".join(earlier)) if earlier else text)
+    group.add_argument("--skip-bad-files", action="store_true", default=skip_bad_files,
+                       help="skip unreadable or malformed day files and empty subject folders, and list them, "
+                            "instead of stopping at the first")
+
+
+def add_progress_flag(group: argparse._ArgumentGroup, progress_every_s: float) -> None:
+    """``--progress-every``: seconds between the progress lines of a long Spark job."""
+    group.add_argument("--progress-every", dest="progress_every_s", type=float, default=progress_every_s,
+                       metavar="SECONDS", help="seconds between progress lines of each Spark job")
+
+
 def alias_help(text: str, earlier: str) -> str:
     """Help of a flag that also answers to an earlier name."""
     return f"{text}; {earlier} is its earlier name, still accepted"

@@ -9,12 +9,12 @@ those row groups gives the sequences each epoch really has.
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from chap_mop import files
 from chap_mop.errors import InputError
 from chap_mop.data.schema import MANIFEST_NAME, TEST_DIR, TRAIN_DIR, VAL_DIR
 from chap_mop.data.shard_reader import row_groups
@@ -48,11 +48,14 @@ class SplitInfo:
 
 
 def local_path(url: str) -> str:
-    """A local file system path for a plain path or a ``file://`` URL."""
-    parsed = urlparse(url)
-    if parsed.scheme not in ("", "file"):
+    """A local file system path for a plain path or a ``file://`` URL.
+
+    :raises DataStoreError: a remote URL (``hdfs://``, ...): model selection reads local or shared stores.
+    """
+    path = files.local_path(url)
+    if path is None:
         raise DataStoreError(f"{url}: only local or shared (NFS) paths are supported for the data store")
-    return parsed.path if parsed.scheme == "file" else url
+    return path
 
 
 def read_manifest(store: str) -> dict:

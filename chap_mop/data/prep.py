@@ -270,32 +270,24 @@ def parquet_files(fs: pafs.FileSystem, dataset: str) -> list[str]:
                   if e.type == pafs.FileType.File and e.base_name.endswith(".parquet"))
 
 
-def count_row_groups(fs: pafs.FileSystem, dataset: str) -> int:
-    """Row groups over all data files of a dataset, read from the Parquet footers."""
-    total = 0
+def footers(fs: pafs.FileSystem, dataset: str) -> dict[str, pq.FileMetaData]:
+    """The Parquet footer of each data file of a dataset, by file name."""
+    found = {}
     for path in parquet_files(fs, dataset):
         with fs.open_input_file(path) as file:
-            total += pq.ParquetFile(file).metadata.num_row_groups
-    return total
-
-
-def file_rows(fs: pafs.FileSystem, dataset: str) -> dict[str, int]:
-    """Rows of each data file of a dataset, by file name, from the Parquet footers."""
-    rows = {}
-    for path in parquet_files(fs, dataset):
-        with fs.open_input_file(path) as file:
-            rows[path.rsplit("/", 1)[-1]] = pq.ParquetFile(file).metadata.num_rows
-    return rows
+            found[path.rsplit("/", 1)[-1]] = pq.ParquetFile(file).metadata
+    return found
 
 
 def split_summary(fs: pafs.FileSystem, dataset: str, plan: SplitPlan) -> dict:
     """The manifest entry of one written split: its plan, and the files (with their rows) and row
-    groups it got."""
+    groups it got, from one read of each file's footer."""
+    written = footers(fs, dataset)
     return {"folder": plan.folder, "subjects": plan.subjects, "rows": sum(plan.rows.values()),
             "rows_per_subject": plan.rows, "subjects_per_file": plan.files,
             "max_rows_per_row_group": plan.max_rows_per_row_group,
-            "files": len(parquet_files(fs, dataset)), "row_groups": count_row_groups(fs, dataset),
-            "file_rows": file_rows(fs, dataset)}
+            "files": len(written), "row_groups": sum(footer.num_row_groups for footer in written.values()),
+            "file_rows": {name: footer.num_rows for name, footer in written.items()}}
 
 
 def check_output(fs: pafs.FileSystem, root: str) -> None:

@@ -18,9 +18,9 @@ Layout inside a results folder::
 
 A folder is the project's only when it holds ``run_state.json`` or ``run_state.json.prev`` (their
 presence, not their contents, so a damaged state can still be replaced with ``--overwrite``).
-Nothing here deletes a path that the state does not name or that is not one of the outputs above
-(with a state that cannot be read, the configurations are the ``model_<i>_<time>`` folders that
-cerebro named).
+Nothing here deletes a path that the state does not name, that is not one of the outputs above, or
+that is not named with one of cerebro's run ids (``model_<i>_<time>``) in ``runs/``,
+``checkpoints/`` and ``ensemble/`` (a stale or unreadable state may not name them all).
 """
 import contextlib
 import datetime
@@ -316,9 +316,8 @@ class RunState:
         """
         self.data["models"] = {name: file_digest(self.folder / name) for name in models}
         self.data["status"] = "complete"
-        self.save()
-        self.save()  # .prev is now this complete state too: the checkpoints before the last epoch go
-        self.drop_unnamed_checkpoints()
+        self.save()  # .prev is now the state before this one, which names the same checkpoints
+        self.drop_unnamed_checkpoints()  # so those of the epoch before go
 
 
 def saved_model(folder: Path, name: str) -> Path:

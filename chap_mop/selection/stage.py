@@ -229,7 +229,18 @@ def run_selection(settings: SelectionSettings, spark=None) -> dict | None:
 
 def _select(settings: SelectionSettings, plan: Plan, spark, manifest: dict, train, val, results_dir: Path,
             saved: dict, earlier, tracker, started: float) -> dict:
-    """The run itself, on a running Spark session: the checks that need Spark, then :func:`_train`."""
+    """The run itself, on a running Spark session: the checks that need Spark, the search, the best
+    model, the ensemble, the test report and the tables."""
+    from cerebro.storage import LocalStore
+
+    from chap_mop.cerebro_compat.hopping import HoppingBackend
+    from chap_mop.data.data_store import held_out_dir
+    from chap_mop.output.evaluation import report_test
+    from chap_mop.output.results import RunLog, write_results
+    from chap_mop.selection.ensemble import build_ensemble
+    from chap_mop.selection.progress import Progress
+    from chap_mop.selection.tracking import TrackingError, epoch_listener
+
     master = spark.sparkContext.master
     num_workers = settings.workers or spark.sparkContext.defaultParallelism
     print(f"model selection: {settings.search} search of {plan.configurations} configurations x {settings.epochs} "
@@ -242,24 +253,6 @@ def _select(settings: SelectionSettings, plan: Plan, spark, manifest: dict, trai
                          f"prep_petastorm_data.py with --partitions {num_workers} or use --workers "
                          f"{min(train.row_groups, val.row_groups)}")
     sequences = sequences_per_epoch(train, val, plan.space["win_size"], num_workers)
-    return _train(settings, plan, spark, manifest, results_dir, saved, earlier, tracker, started, num_workers,
-                  sequences)
-
-
-def _train(settings: SelectionSettings, plan: Plan, spark, manifest: dict, results_dir: Path, saved: dict, earlier,
-           tracker, started: float, num_workers: int, sequences: dict) -> dict:
-    """The search, the best model, the ensemble, the test report and the tables."""
-    from cerebro.storage import LocalStore
-
-    from chap_mop.cerebro_compat.hopping import HoppingBackend
-    from chap_mop.data.data_store import held_out_dir
-    from chap_mop.output.evaluation import report_test
-    from chap_mop.output.results import RunLog, write_results
-    from chap_mop.selection.ensemble import build_ensemble
-    from chap_mop.selection.progress import Progress
-    from chap_mop.selection.tracking import TrackingError, epoch_listener
-
-    master = spark.sparkContext.master
     removed = run_state.remove_interrupted_writes(results_dir)
     if removed:
         print(f"removed {len(removed)} half-written file(s) of an interrupted run, e.g. {removed[0]}")
