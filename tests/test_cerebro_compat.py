@@ -27,7 +27,7 @@ def tiny_estimator():
 
 def test_executor_environment_selects_keras_2():
     assert os.environ["TF_USE_LEGACY_KERAS"] == "1"
-    assert tf.keras.__name__.startswith("tf_keras")
+    assert "tf_keras" in tf.keras.__file__  # its name depends on which import reached it first
 
 
 def test_refuses_other_cerebro_versions(monkeypatch):
@@ -152,6 +152,7 @@ def test_teardown_ends_the_workers_spark_job(spark):
     assert job.thread.is_alive()
     backend.teardown_workers()
     assert not job.thread.is_alive() and job.failure is None  # ended on its own, not cancelled
+    backend.teardown_workers()  # again, as cerebro's fit does after a failed sub-epoch: nothing to call
 
 
 def listening_child(port: int):

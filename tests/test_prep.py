@@ -408,6 +408,19 @@ def test_a_failed_prep_never_touches_a_good_store(spark, store, tmp_path):
     assert {p.relative_to(output): p.read_bytes() for p in output.rglob("*") if p.is_file()} == before
 
 
+def test_a_second_prep_on_one_output_is_refused_before_spark(store, tmp_path):
+    """Two preps writing one output would delete each other's staging folder: the second stops in one line."""
+    from chap_mop.data.prepare import PrepSettings, prepare_store
+    from chap_mop.files import folder_lock
+    output = tmp_path / "out"
+    shutil.copytree(store["output"], output)
+    before = {p.relative_to(output): p.read_bytes() for p in output.rglob("*") if p.is_file()}
+    with folder_lock(output, "output folder"):  # what a running prep holds
+        with pytest.raises(InputError, match=f"output folder {output} is in use by another process"):
+            prepare_store(PrepSettings(input=str(store["input"]), output=str(output)))  # no session: refused first
+    assert {p.relative_to(output): p.read_bytes() for p in output.rglob("*") if p.is_file()} == before
+
+
 def test_a_store_that_lost_or_gained_a_file_is_refused_before_spark(store, tmp_path):
     from chap_mop.data.data_store import DataStoreError, read_store
     output = tmp_path / "out"

@@ -239,22 +239,48 @@ def test_a_second_driver_is_refused_and_a_dead_drivers_lock_taken_over(tmp_path,
     import socket
     from chap_mop.selection.run_state import LOCK_NAME, driver_lock
     with driver_lock(tmp_path):
-        with pytest.raises(ResultsFolderError, match=rf"results folder {tmp_path} is in use by another driver \(host "
+        with pytest.raises(ResultsFolderError, match=rf"results folder {tmp_path} is in use by another process \(host "
                                                      rf"{socket.gethostname()}, process {os.getpid()}, since "):
             with driver_lock(tmp_path):
                 pass
         assert (tmp_path / LOCK_NAME).is_file()
     assert not (tmp_path / LOCK_NAME).exists()  # released on the way out
-    gone = int(open("/proc/sys/kernel/pid_max").read()) + 1  # no process can have it
-    (tmp_path / LOCK_NAME).write_text(json.dumps({"host": socket.gethostname(), "pid": gone,
+    (tmp_path / LOCK_NAME).write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid() + 1,
                                                   "started": "2026-12-03T10:00:00"}))
-    with driver_lock(tmp_path):  # a driver killed with SIGKILL left it: taken over
+    with driver_lock(tmp_path):  # a driver killed with SIGKILL left it (the kernel released its lock): taken over
         assert json.loads((tmp_path / LOCK_NAME).read_text())["pid"] == os.getpid()
-    assert "warning: taking over" in capsys.readouterr().out
+        assert "warning: taking over" in capsys.readouterr().out
+        with pytest.raises(ResultsFolderError, match="in use by another process"):  # taken over by one driver only
+            with driver_lock(tmp_path):
+                pass
     (tmp_path / LOCK_NAME).write_text(json.dumps({"host": "another-host", "pid": 1, "started": "then"}))
-    with pytest.raises(ResultsFolderError, match="in use by another driver \\(host another-host"):
+    with pytest.raises(ResultsFolderError, match="in use by another process \\(host another-host"):
         with driver_lock(tmp_path):
             pass
+
+
+def test_the_lock_is_the_kernels_and_ends_with_its_process(tmp_path):
+    """A lock held by another process, whatever its file says, refuses; once that process is killed,
+    the lock is free at once."""
+    import subprocess
+    import sys
+    from chap_mop.errors import InputError
+    from chap_mop.files import LOCK_NAME, folder_lock
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
+                               "from chap_mop.files import folder_lock\n"
+                               f"with folder_lock(Path({str(tmp_path)!r}), 'output folder'):\n"
+                               "    print('held', flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        (tmp_path / LOCK_NAME).write_text("{}")  # what the file says does not matter
+        with pytest.raises(InputError, match=f"output folder {tmp_path} is in use"):
+            with folder_lock(tmp_path, "output folder"):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with folder_lock(tmp_path, "output folder"):
+        pass
 
 
 def test_half_written_files_of_an_interrupted_run_are_removed_and_nothing_else(tmp_path):

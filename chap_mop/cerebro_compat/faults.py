@@ -73,7 +73,8 @@ def patch_clean_shutdown() -> None:
     job that fails prints a Java stack trace from that thread. Here the job is a :class:`WorkerJob`
     whose (daemon) thread records Spark's reason instead, and still tells cerebro's driver service
     as cerebro does; teardown waits for the job to end, and cancels it first when its workers were
-    lost, instead of telling dead workers to finish. Its tasks run cerebro's worker through
+    lost, instead of telling dead workers to finish; a second teardown (cerebro's ``fit`` tears down
+    again on its way out) does nothing, instead of calling workers that have finished. Its tasks run cerebro's worker through
     :func:`_run_worker_task`, so that executors apply these patches before they unpickle cerebro's code.
     """
     from cerebro.backend.spark import backend as spark_backend
@@ -107,6 +108,8 @@ def patch_clean_shutdown() -> None:
         return job.thread
 
     def teardown_workers(self):
+        if not self.workers_initialized:  # torn down already (e.g. after a failed sub-epoch): told to finish
+            return
         job = _WORKER_JOBS.pop(self.spark_job_group, None)
         try:
             if job is None or not (job.lost or job.failure):

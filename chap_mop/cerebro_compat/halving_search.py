@@ -5,8 +5,6 @@ A subclass of the project's resumable grid search (:mod:`.resumable`), not a pat
 that hands it only the live ones, epoch by epoch, is successive halving. The brackets and
 configurations come from :func:`chap_mop.selection.halving.make_plan`.
 """
-from typing import Callable
-
 from cerebro.tune import GridSearch
 
 from chap_mop.model import metrics
@@ -24,12 +22,14 @@ class ResumableHalvingSearch(ResumableSearch, GridSearch):
     state), so a resumed run continues the same brackets with the same survivors.
 
     :param plan: brackets and configurations; every other argument is :class:`ResumableSearch`'s.
-    :param out: where the cuts and idle workers are told (one line each).
+    Failed configurations (:class:`ResumableSearch`) leave their bracket: a rung ranks and keeps
+    only the bracket's configurations that have not failed.
+
     """
 
-    def __init__(self, *args, plan: HalvingPlan, out: Callable[[str], None] = print, **kwargs):
+    def __init__(self, *args, plan: HalvingPlan, **kwargs):
         super().__init__(*args, **kwargs)
-        self.plan, self.out = plan, out
+        self.plan = plan
         self.stopped_at: dict[str, int] = {}  # run id -> 1-based rung of its bracket at which it stopped
         self.bracket_of: dict[str, int] = {}  # run id -> 0-based bracket
 
@@ -45,7 +45,8 @@ class ResumableHalvingSearch(ResumableSearch, GridSearch):
             if entry.get("stopped_at_rung"):
                 self.stopped_at[estimator.getRunId()] = entry["stopped_at_rung"]
         while live := [estimator for estimator in estimators
-                       if estimator.getRunId() not in self.stopped_at and estimator.getEpochs() < self.num_epochs]:
+                       if estimator.getRunId() not in self.stopped_at and estimator.getRunId() not in self.failed
+                       and estimator.getEpochs() < self.num_epochs]:
             workers = self.backend._num_workers()
             if len(live) < workers:
                 self.out(f"epoch {live[0].getEpochs() + 1}/{self.num_epochs}: {len(live)} live "

@@ -12,12 +12,15 @@ of a new configuration, its per-sub-epoch results and their step-weighted means,
 and its console lines under ``--verbose``.
 """
 import datetime
+import re
+from pathlib import Path
 
 import numpy as np
 from cerebro.backend.spark import backend as spark_backend
 from cerebro.backend.spark import util as spark_util
 
 from chap_mop.cerebro_compat.reporting import ReportingBackend
+from chap_mop.errors import TrainingError
 from chap_mop.selection.epoch_schedule import EpochSchedule
 from chap_mop.selection.hop import sub_epoch_trainer
 from chap_mop.selection.model_cache import DEFAULT_MODEL_CACHE_MB
@@ -26,6 +29,43 @@ from chap_mop.selection.model_cache import DEFAULT_MODEL_CACHE_MB
 
 def _say(text: str) -> None:
     print(f"CEREBRO => Time: {datetime.datetime.now():%Y-%m-%d %H:%M:%S}, {text}")
+
+
+WORKER_ERROR_NAME = "worker_error.txt"  # runs/<run id>/worker_error.txt: the worker's whole stack trace
+ERROR_LINE_CHARS = 300
+
+
+# "OSError: ...", "chap_mop.errors.InputError: ...": the exception at the root of a worker's error,
+# which TensorFlow wraps in "Graph execution error:" and stack frames.
+EXCEPTION_LINE = re.compile(r"^(?:[A-Za-z_][\w.]*\.)?([A-Z]\w*(?:Error|Exception)): (.+)$")
+
+
+def error_line(error: str) -> str:
+    """The first exception line of a worker's error text (``OSError: ...``), else its first line."""
+    lines = [line.strip() for line in error.splitlines()]
+    for line in lines:
+        match = EXCEPTION_LINE.match(line)
+        if match:
+            return f"{match.group(1)}: {match.group(2)}"
+    return next((line for line in lines if line), "no message")
+
+
+def worker_failure(store, model, worker: int, is_train: bool, error: str) -> TrainingError:
+    """The error of a sub-epoch that failed inside a worker: one line naming the configuration, the
+    epoch, the worker and the worker's own message; its whole stack trace is kept in the run's folder.
+
+    :param error: cerebro's report of the failure: the exception's text, then its stack trace.
+    """
+    run_id = model.getRunId()
+    saved = Path(store.get_localized_path(store.get_run_path(run_id))) / WORKER_ERROR_NAME
+    saved.parent.mkdir(parents=True, exist_ok=True)
+    saved.write_text(error)
+    first = error_line(error)
+    if len(first) > ERROR_LINE_CHARS:
+        first = first[:ERROR_LINE_CHARS] + "..."
+    return TrainingError(f"configuration {run_id} failed in epoch {model.getEpochs() + 1} on worker {worker} "
+                         f"while {'training' if is_train else 'validating'}: {first} (the worker's stack trace is in "
+                         f"{saved}); the workers were not lost: fix the cause, then --resume")
 
 
 def step_weighted(results: list[tuple[dict, int]]) -> dict[str, float]:
@@ -91,7 +131,7 @@ class HoppingBackend(ReportingBackend):
                     index, is_train = running.pop(worker)
                     if status.sub_epoch_result["status"] == "FAILED":
                         self.teardown_workers()
-                        raise Exception(status.sub_epoch_result["error"])
+                        raise worker_failure(store, models[index], worker, is_train, status.sub_epoch_result["error"])
                     schedule.finish(index, worker, is_train)
                     results[is_train].setdefault(index, []).append(status.sub_epoch_result["result"])
                     if verbose >= 1:

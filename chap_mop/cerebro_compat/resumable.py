@@ -12,19 +12,25 @@ cerebro's model hopping epoch by epoch, each epoch trained and validated by
   (random and TPE draws included), the end-of-epoch checkpoint (weights and optimizer state) as
   cerebro's working checkpoint, the epoch count and the metrics so far, so completed epochs are
   never trained again;
+* stop a configuration whose training or validation loss is not finite after an epoch (NaN or
+  infinity: its weights are lost): it is marked failed at that epoch in the run state, told in one
+  line, never trained again, never chosen as best, and the other configurations go on;
 * build only the best run's model at the end (cerebro loaded every checkpoint to pick one).
 """
+import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from cerebro.backend import constants
 from cerebro.tune import GridSearch, RandomSearch, TPESearch
 from cerebro.tune.base import ModelSelectionResult, _HPChoice, update_model_results
-from hyperopt import STATUS_OK, STATUS_RUNNING, Trials, tpe
+from hyperopt import STATUS_FAIL, STATUS_OK, STATUS_RUNNING, Trials, tpe
 from hyperopt.base import Domain
 
-from chap_mop.selection import hop_checkpoint
 from chap_mop.cerebro_compat.selection import TENSORBOARD_SUBDIR
+from chap_mop.errors import TrainingError
+from chap_mop.selection import hop_checkpoint
 from chap_mop.model.ranking import best_index, is_larger_better
 from chap_mop.selection.run_state import RunState
 
@@ -33,11 +39,13 @@ class ResumableSearch:
     """What the three searches share; mixed in before cerebro's search class.
 
     :param run_state: the run's saved state, new or loaded; every other argument is cerebro's.
+    :param out: where failed configurations are told (one line each).
     """
 
-    def __init__(self, *args, run_state: RunState, **kwargs):
+    def __init__(self, *args, run_state: RunState, out: Callable[[str], None] = print, **kwargs):
         super().__init__(*args, **kwargs)
-        self.run_state = run_state
+        self.run_state, self.out = run_state, out
+        self.failed: dict[str, int] = {}  # run id -> epoch whose loss was not finite
 
     def _start_estimators(self, param_maps: list[dict], first_index: int, extras: list[dict] | None = None
                           ) -> tuple[list, dict]:
@@ -59,6 +67,8 @@ class ResumableSearch:
                 estimator.setEpochs(saved["epochs_completed"])
                 self.run_hyperparameters[saved["run_id"]] = saved["hyperparameters"]
                 results[saved["run_id"]] = {name: list(values) for name, values in saved["history"].items()}
+                if saved.get("failed_at_epoch"):
+                    self.failed[saved["run_id"]] = saved["failed_at_epoch"]
                 run_dir = self._local(self.store.get_run_path(saved["run_id"]))
                 self.run_state.restore(saved, self._checkpoint(saved["run_id"]), run_dir / TENSORBOARD_SUBDIR)
                 hop_checkpoint.discard(run_dir)  # workers start from the restored epoch, not a later hop
@@ -68,16 +78,33 @@ class ResumableSearch:
         return estimators, results
 
     def _train_epochs(self, estimators: list, results: dict) -> None:
-        """Train and validate ``estimators`` epoch by epoch up to ``num_epochs``, saving each epoch."""
-        while min(estimator.getEpochs() for estimator in estimators) < self.num_epochs:
-            self._train_epoch(estimators, results)
+        """Train and validate ``estimators`` epoch by epoch up to ``num_epochs``, saving each epoch;
+        failed configurations drop out."""
+        while live := [estimator for estimator in estimators if estimator.getRunId() not in self.failed and
+                       estimator.getEpochs() < self.num_epochs]:
+            self._train_epoch(live, results)
+
+    def _mark_non_finite(self, estimators: list, results: dict) -> None:
+        """Mark failed every configuration whose epoch ended with a loss that is not finite."""
+        for estimator in estimators:
+            run_id, epoch = estimator.getRunId(), estimator.getEpochs()
+            losses = {name: results[run_id][name][-1] for name in ("train_loss", "val_loss") if results[run_id].get(name)}
+            bad = {name: value for name, value in losses.items() if not math.isfinite(value)}
+            if bad:
+                self.failed[run_id] = epoch
+                self.run_state.mark_failed(run_id, epoch)
+                numbers = list(self.run_hyperparameters)
+                self.out(f"model {numbers.index(run_id) + 1} ({run_id}, {self.run_hyperparameters[run_id]}) failed in "
+                         f"epoch {epoch}: {', '.join(f'{name} {value}' for name, value in bad.items())}; it trains no "
+                         "further and cannot be chosen (a smaller lr usually helps)")
 
     def _train_epoch(self, estimators: list, results: dict) -> None:
         """Train and validate ``estimators`` for one epoch, call the epoch listeners, then save the epoch."""
         for phase_results in self.backend.train_epoch(estimators, self.store, self.feature_cols, self.label_cols):
             update_model_results(results, phase_results)
         self._log_epoch_metrics_to_tensorboard(estimators, results)
-        self._after_epoch(estimators, results)
+        self._mark_non_finite(estimators, results)
+        self._after_epoch([estimator for estimator in estimators if estimator.getRunId() not in self.failed], results)
         ids = [estimator.getRunId() for estimator in estimators]
         self.run_state.save_epoch({run_id: self._checkpoint(run_id) for run_id in ids},
                                   {run_id: results[run_id] for run_id in ids},
@@ -94,8 +121,15 @@ class ResumableSearch:
         return self._local(self.store.get_checkpoint_path(run_id))
 
     def _best_result(self, estimators: list, results: dict, metadata) -> ModelSelectionResult:
-        """cerebro's result: of the runs that trained the most epochs, the one with the best final
-        validation value of the evaluation metric."""
+        """cerebro's result: of the runs that trained the most epochs and did not fail, the one with
+        the best final validation value of the evaluation metric.
+
+        :raises TrainingError: every configuration failed.
+        """
+        estimators = [estimator for estimator in estimators if estimator.getRunId() not in self.failed]
+        if not estimators:
+            raise TrainingError(f"every configuration failed with a loss that is not finite ({len(self.failed)} "
+                                "failed, see above); try smaller learning rates in --search-space")
         most = max(estimator.getEpochs() for estimator in estimators)
         estimators = [estimator for estimator in estimators if estimator.getEpochs() == most]
         values = [results[estimator.getRunId()]["val_" + self.evaluation_metric][-1] for estimator in estimators]
@@ -143,6 +177,9 @@ class ResumableTPESearch(ResumableSearch, TPESearch):
                                                          [{"hyperopt_vals": v} for v in vals])
             self._train_epochs(estimators, results)
             for doc, estimator in zip(docs, estimators):
+                if estimator.getRunId() in self.failed:  # hyperopt leaves failed trials out of its model
+                    doc["status"], doc["result"] = STATUS_FAIL, {"status": STATUS_FAIL}
+                    continue
                 doc["status"] = STATUS_OK
                 doc["result"] = {"loss": results[estimator.getRunId()]["val_" + self.evaluation_metric][-1],
                                  "status": STATUS_OK}

@@ -5,7 +5,7 @@ from collections.abc import Callable
 from dataclasses import fields
 
 from chap_mop import __version__
-from chap_mop.errors import EXIT_BAD_INPUT, EXIT_WORKER_LOST, InputError, WorkerLostError
+from chap_mop.errors import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_WORKER_LOST, InputError, TrainingError, WorkerLostError
 
 MASTER_DEFAULT_HELP = "default: spark-submit's --master or spark.master of spark-defaults.conf, else local[*]"
 
@@ -67,7 +67,7 @@ def alias_help(text: str, earlier: str) -> str:
 
 def run_stage(parser: argparse.ArgumentParser, stage: Callable[[], object],
               worker_lost_advice: str = "") -> None:
-    """Run ``stage``; bad input exits 2 and a lost worker 3, each with one ``error:`` line.
+    """Run ``stage``; bad input exits 2, failed training 1 and a lost worker 3, each with one ``error:`` line.
 
     :param worker_lost_advice: what to do after a lost worker, appended to its line.
     """
@@ -76,6 +76,8 @@ def run_stage(parser: argparse.ArgumentParser, stage: Callable[[], object],
         stage()
     except InputError as error:
         parser.exit(EXIT_BAD_INPUT, f"error: {error}\n")
+    except TrainingError as error:
+        parser.exit(EXIT_FAILURE, f"error: {error}\n")
     except WorkerLostError as error:
         parser.exit(EXIT_WORKER_LOST, f"error: {error}{worker_lost_advice}\n")
 

@@ -23,6 +23,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from chap_mop.errors import InputError
+from chap_mop.files import LOCK_NAME
 from chap_mop.data.h5_format import DAY_FILE_SUFFIX, BadDayFileError, read_day_file
 from chap_mop.data.schema import MANIFEST_NAME, ROW_BYTES, WINDOW_ARROW_SCHEMA, window_table
 
@@ -300,7 +301,8 @@ def check_output(fs: pafs.FileSystem, root: str) -> None:
     if info.type == pafs.FileType.File:
         raise InputError(f"output {root} is a file; expected a folder")
     if info.type == pafs.FileType.Directory:
-        names = sorted(entry.base_name for entry in fs.get_file_info(pafs.FileSelector(root)))
+        names = sorted(entry.base_name for entry in fs.get_file_info(pafs.FileSelector(root))
+                       if entry.base_name != LOCK_NAME)  # this prep's own lock
         if names and STORE_MARKER not in names and not _is_manifest(fs, f"{root}/{MANIFEST_NAME}"):
             shown = ", ".join(names[:ENTRIES_SHOWN]) + (", ..." if len(names) > ENTRIES_SHOWN else "")
             raise InputError(f"output folder {root} is not empty and holds no data store of this project "

@@ -17,10 +17,12 @@ the Spark executors, each once and whole, and written as Parquet columns by the 
 the driver only plans, checks and writes the metadata. :func:`prepare_store` is the stage;
 ``chap-prep`` and ``prep_petastorm_data.py`` are its command line.
 """
+import contextlib
 import time
 from collections import Counter
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 import pyarrow.fs as pafs
 from pyspark.sql import SparkSession
@@ -29,7 +31,7 @@ from chap_mop.data import legacy_arrow, prep
 from chap_mop.data.petastorm_metadata import write_petastorm_metadata
 from chap_mop.data.schema import TEST_DIR, TRAIN_DIR, VAL_DIR
 from chap_mop.errors import InputError
-from chap_mop.files import check_writable
+from chap_mop.files import check_writable, folder_lock, local_path
 from chap_mop.runtime.spark_progress import PROGRESS_EVERY_S, job_progress
 from chap_mop.runtime.spark_session import spark_for
 
@@ -91,11 +93,15 @@ def prepare_store(settings: PrepSettings, spark: SparkSession | None = None) -> 
     settings.check()
     check_writable(settings.output, "output folder")
     legacy_arrow.install()
-    with spark_for(spark, settings.master, "DeepPostures - Petastorm data preparation") as session:
-        partitions = settings.partitions or session.sparkContext.defaultParallelism
-        return prepare(session, settings.input, settings.output, settings.train_fraction, settings.seed, partitions,
-                       settings.row_group_size_mb, settings.skip_bad_files, settings.progress_every_s,
-                       settings.test_fraction)
+    prep.check_output(*prep.resolve(settings.output)[:2])  # before the lock is written into it
+    local = local_path(settings.output)
+    # One prep per output folder on a local or shared file system (HDFS has no such lock).
+    with folder_lock(Path(local), "output folder") if local else contextlib.nullcontext():
+        with spark_for(spark, settings.master, "DeepPostures - Petastorm data preparation") as session:
+            partitions = settings.partitions or session.sparkContext.defaultParallelism
+            return prepare(session, settings.input, settings.output, settings.train_fraction, settings.seed,
+                           partitions, settings.row_group_size_mb, settings.skip_bad_files,
+                           settings.progress_every_s, settings.test_fraction)
 
 
 def check_inputs(spark: SparkSession, fs: pafs.FileSystem, root: str, skip_bad_files: bool,

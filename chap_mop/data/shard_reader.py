@@ -98,7 +98,12 @@ class ShardReader:
         int64 s, ``data`` (rows, 100, 3) float32 g, ``non_wear``, ``sleeping`` (rows,) int32 0/1,
         ``label`` (rows,) int32 -1/0/1."""
         for group in self.groups:
-            table = pq.ParquetFile(group.path).read_row_group(group.index, columns=list(COLUMNS))
+            try:
+                table = pq.ParquetFile(group.path).read_row_group(group.index, columns=list(COLUMNS))
+            except (OSError, pa.ArrowException) as error:  # its footer read well: its pages are damaged
+                reason = " ".join(str(error).split())
+                raise InputError(f"{group.path} row group {group.index} cannot be read ({reason}): the store is "
+                                 "damaged; re-run prep_petastorm_data.py") from error
             yield {"id": self._codes(table.column("id")),
                    "time": table.column("time").to_numpy().astype(np.int64, copy=False),
                    "data": decode_windows(table.column("data"), f"{group.path} row group {group.index}"),

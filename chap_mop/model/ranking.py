@@ -5,6 +5,8 @@ Free of TensorFlow, so that tables, reports and plans can rank without loading i
 ranking in the project (the best run, an ensemble's members, a halving rung's survivors, the
 report's leaderboard) goes through :func:`rank_key`: best value first, a missing or NaN value
 last, ties kept in the order given (``sorted`` is stable), so the earlier configuration wins.
+Configurations are ranked by :func:`configuration_key`: failed ones (a loss that was not finite)
+last, then those that trained the most epochs, then by their final value.
 """
 import math
 from collections.abc import Sequence
@@ -39,3 +41,9 @@ def ranked(values: Sequence, larger_is_better: bool) -> list[int]:
 def best_index(values: Sequence, larger_is_better: bool) -> int:
     """Index of the best of ``values`` (NaN never, unless all are; ties to the earlier)."""
     return ranked(values, larger_is_better)[0]
+
+
+def configuration_key(failed: bool, epochs: int, value, larger_is_better: bool) -> tuple[bool, int, bool, float]:
+    """Sort key of a configuration: not failed first, then most epochs trained (successive halving
+    stops some early), then best final ``value`` (NaN last)."""
+    return failed, -epochs, *rank_key(value, larger_is_better)

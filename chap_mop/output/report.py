@@ -15,7 +15,7 @@ import math
 import os
 from pathlib import Path
 
-from chap_mop.model.ranking import METRIC_COLUMNS, RECORDED_METRICS, rank_key
+from chap_mop.model.ranking import METRIC_COLUMNS, RECORDED_METRICS, configuration_key
 from chap_mop.output.plots import confusion_figure, pyplot
 from chap_mop.text import describe, format_duration
 
@@ -67,7 +67,8 @@ def write_report(path: Path, summary: dict, model_rows: list[dict], history_rows
     """
     column = "val_" + evaluation_metric.removeprefix("val_")  # summary.json names it with the prefix
     # Most epochs first: a configuration that successive halving stopped early does not outrank the finishers.
-    ranked = sorted(model_rows, key=lambda row: (-row.get("epochs", 0), *rank_key(row.get(column), larger_is_better)))
+    ranked = sorted(model_rows, key=lambda row: configuration_key(bool(row.get("failed_at_epoch")), row.get("epochs", 0),
+                                                                  row.get(column), larger_is_better))
     best_run = summary.get("best_run_id", ranked[0]["run_id"] if ranked else None)
     sections = [summary_section(summary), leaderboard_section(ranked, hyperparameter_names, column, best_run),
                 figure_section("Learning curves", learning_curves(history_rows, ranked, hyperparameter_names))]
@@ -137,7 +138,8 @@ def halving_text(halving: dict) -> str:
 
 
 def leaderboard_section(ranked: list[dict], names: list[str], column: str, best_run) -> str:
-    columns = [name for name in ["run_id", *names, *METRIC_COLUMNS, "epochs", "best_epoch", "stopped_at_rung"]
+    columns = [name for name in ["run_id", *names, *METRIC_COLUMNS, "epochs", "best_epoch", "stopped_at_rung",
+                                 "failed_at_epoch"]
                if any(name in row for row in ranked)]
     header = "".join(f"<th>{html.escape(name.replace('_', ' '))}</th>" for name in ["rank", *columns])
     body = "".join(f'<tr{" class=best" if row.get("run_id") == best_run else ""}>{cell(rank)}'

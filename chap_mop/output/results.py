@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 from chap_mop.model import metrics
-from chap_mop.model.ranking import METRIC_COLUMNS, best_index, is_larger_better, rank_key
+from chap_mop.model.ranking import METRIC_COLUMNS, best_index, configuration_key, is_larger_better
 from chap_mop.output.report import write_report
 
 
@@ -26,13 +26,16 @@ class RunLog:
 
     :param stopped_at: a halving search's run id -> rung at which it stopped (filled as it trains);
         None for searches that train every configuration to the end.
+    :param failed: run id -> epoch whose loss was not finite (the search's, filled as it trains).
     """
 
-    def __init__(self, search, evaluation_metric: str, num_epochs: int, stopped_at: dict[str, int] | None = None):
+    def __init__(self, search, evaluation_metric: str, num_epochs: int, stopped_at: dict[str, int] | None = None,
+                 failed: dict[str, int] | None = None):
         self.search = search
         self.evaluation_metric = evaluation_metric
         self.num_epochs = num_epochs
         self.stopped_at = stopped_at
+        self.failed = {} if failed is None else failed
         self.history: dict[str, dict[str, list[float]]] = {}
 
     def on_epoch_end(self, estimators: list, estimator_results: dict) -> None:
@@ -51,13 +54,13 @@ class RunLog:
         return len(self.history[run_id].get("val_loss", []))
 
     def ranked(self) -> list[str]:
-        """Run ids, most epochs trained first (successive halving stops some early), then best final
-        validation value of the evaluation metric first (NaN last)."""
+        """Run ids, failed ones last; most epochs trained first (successive halving stops some early),
+        then best final validation value of the evaluation metric first (NaN last)."""
         metric, larger = "val_" + self.evaluation_metric, is_larger_better(self.evaluation_metric)
 
-        def key(run_id: str) -> tuple[int, bool, float]:
-            value = self.history[run_id][metric][-1]
-            return -self.epochs_done(run_id), *rank_key(value, larger)
+        def key(run_id: str) -> tuple[bool, int, bool, float]:
+            return configuration_key(run_id in self.failed, self.epochs_done(run_id), self.history[run_id][metric][-1],
+                                     larger)
 
         return sorted(self.history, key=key)
 
@@ -70,22 +73,27 @@ class RunLog:
         """A fixed-width table of every run's latest metrics."""
         names = list(self.search.run_hyperparameters[next(iter(self.history))])
         stops = self.stopped_at is not None
-        header = ["run", *names, "epoch", *(["stopped"] if stops else []), *METRIC_COLUMNS]
+        fails = bool(self.failed)
+        header = ["run", *names, "epoch", *(["stopped"] if stops else []), *(["failed"] if fails else []),
+                  *METRIC_COLUMNS]
         lines = [header]
         for run_id, results in self.history.items():
             latest = [results.get(column, [float("nan")])[-1] for column in METRIC_COLUMNS]
             stopped = [f"rung {self.stopped_at[run_id]}" if run_id in self.stopped_at else ""] if stops else []
+            failed = [f"epoch {self.failed[run_id]}" if run_id in self.failed else ""] if fails else []
             lines.append([run_id, *(self.params(run_id)[name] for name in names), self.epochs_done(run_id),
-                          *stopped, *(f"{value:.4f}" for value in latest)])
+                          *stopped, *failed, *(f"{value:.4f}" for value in latest)])
         widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
         return "\n".join("  ".join(str(cell).rjust(width) for cell, width in zip(line, widths)) for line in lines)
 
     def model_rows(self) -> list[dict]:
-        """One row per configuration; halving searches add ``stopped_at_rung`` (empty: trained to the end)."""
+        """One row per configuration; ``failed_at_epoch``: the epoch whose loss was not finite (empty: none);
+        halving searches add ``stopped_at_rung`` (empty: trained to the end)."""
         return [{"run_id": run_id, **self.params(run_id),
                  **{column: results[column][-1] for column in METRIC_COLUMNS},
                  "epochs": self.epochs_done(run_id), "best_epoch": self.best_epoch(run_id),
-                 **({} if self.stopped_at is None else {"stopped_at_rung": self.stopped_at.get(run_id, "")})}
+                 **({} if self.stopped_at is None else {"stopped_at_rung": self.stopped_at.get(run_id, "")}),
+                 "failed_at_epoch": self.failed.get(run_id, "")}
                 for run_id, results in self.history.items()]
 
     def history_rows(self) -> list[dict]:

@@ -57,15 +57,16 @@ def read_members(results_dir: Path) -> list[dict]:
 def build_ensemble(results_dir: Path, run_log, configurations: list[dict], size: int) -> list[dict]:
     """Save the top ``size`` configurations of ``run_log`` as the ensemble; none for 1.
 
-    Only configurations that trained every epoch can be members (successive halving's stopped ones
-    are left out).
+    Only configurations that trained every epoch and did not fail can be members (successive
+    halving's stopped ones are left out).
 
     :param run_log: the run's :class:`chap_mop.output.results.RunLog`.
     :param configurations: the run state's configurations (``run_id``, ``checkpoint`` relative to
         ``results_dir``).
     :return: the members as :func:`save_members` wrote them; [] for no ensemble.
     """
-    finished = [run_id for run_id in run_log.ranked() if run_log.epochs_done(run_id) == run_log.num_epochs]
+    finished = [run_id for run_id in run_log.ranked()
+                if run_log.epochs_done(run_id) == run_log.num_epochs and run_id not in run_log.failed]
     ranked = finished[:size]
     if 1 < size and len(ranked) < min(size, len(run_log.history)):
         print(f"ensemble: {len(ranked)} of --ensemble-size {size} configurations trained all {run_log.num_epochs} "

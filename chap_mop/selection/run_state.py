@@ -29,15 +29,14 @@ import json
 import os
 import re
 import shutil
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 from chap_mop.errors import InputError
+from chap_mop.files import LOCK_NAME, folder_lock
 
 STATE_NAME = "run_state.json"
 PREVIOUS_STATE_NAME = STATE_NAME + ".prev"
-LOCK_NAME = ".chap_mop.lock"  # held by the driver that writes the run (host, process id, start time)
 RUN_ID_PATTERN = re.compile(r"model_\d+_\d+")  # cerebro's run ids
 STATE_FORMAT = 1
 CHECKPOINTS_DIR = "checkpoints"
@@ -105,8 +104,9 @@ class RunState:
     ``configurations`` lists, in the order the search created them: ``run_id``,
     ``hyperparameters``, ``epochs_completed``, ``history`` ({metric: per-epoch values}),
     ``checkpoint`` (path relative to the folder, or None before the first epoch), any
-    search-specific ``extra`` (TPE's hyperopt values, a halving search's bracket) and, once
-    successive halving stopped it, ``stopped_at_rung``.
+    search-specific ``extra`` (TPE's hyperopt values, a halving search's bracket), once
+    successive halving stopped it, ``stopped_at_rung``, and once its loss was not finite after an
+    epoch, ``failed_at_epoch``.
     """
 
     def __init__(self, folder: Path, data: dict):
@@ -172,6 +172,9 @@ class RunState:
                 problem = f"epochs_completed {done!r} (expected 0 to {epochs})"
             elif lengths and lengths != {done}:
                 problem = f"epochs_completed {done} but {sorted(lengths)} epochs of history"
+            elif entry.get("failed_at_epoch") is not None and not (
+                    isinstance(entry["failed_at_epoch"], int) and 1 <= entry["failed_at_epoch"] <= done):
+                problem = f"failed_at_epoch {entry['failed_at_epoch']!r} (expected 1 to {done})"
             elif done and not (entry.get("checkpoint") and (self.folder / entry["checkpoint"]).is_file()):
                 problem = f"no checkpoint file for its {done} completed epochs ({entry.get('checkpoint')})"
             if problem:
@@ -200,8 +203,9 @@ class RunState:
 
     def epochs_completed(self) -> int:
         """Epochs that every configuration still training has completed (0 before the first);
-        configurations that successive halving stopped count only where they stopped."""
-        live = [c for c in self.configurations if not c.get("stopped_at_rung")] or self.configurations
+        configurations that successive halving stopped or that failed count only where they stopped."""
+        live = [c for c in self.configurations if not (c.get("stopped_at_rung") or c.get("failed_at_epoch"))] \
+            or self.configurations
         return min((c["epochs_completed"] for c in live), default=0)
 
     def configuration_epochs(self) -> int:
@@ -234,6 +238,10 @@ class RunState:
     def mark_stopped(self, run_id: str, rung: int) -> None:
         """Successive halving stopped ``run_id`` at ``rung``; saved with the epoch (:meth:`save_epoch`)."""
         next(c for c in self.configurations if c["run_id"] == run_id)["stopped_at_rung"] = rung
+
+    def mark_failed(self, run_id: str, epoch: int) -> None:
+        """``run_id``'s loss was not finite after ``epoch``; saved with the epoch (:meth:`save_epoch`)."""
+        next(c for c in self.configurations if c["run_id"] == run_id)["failed_at_epoch"] = epoch
 
     def configuration(self, index: int) -> dict | None:
         return self.configurations[index] if index < len(self.configurations) else None
@@ -372,58 +380,14 @@ def remove_interrupted_writes(folder: Path) -> list[Path]:
     return left
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
-
-
 @contextlib.contextmanager
 def driver_lock(folder: Path) -> Iterator[None]:
-    """Hold ``<folder>/.chap_mop.lock`` (host, process id, start time) while a driver writes the run.
-
-    A second driver is refused in one line. A lock whose process is gone on this host (a driver
-    killed with SIGKILL) is taken over with a warning; one of another host is never guessed at.
+    """Hold ``<folder>/.chap_mop.lock`` while a driver writes the run (:func:`chap_mop.files.folder_lock`).
 
     :raises ResultsFolderError: another driver holds the folder.
     """
-    path = folder / LOCK_NAME
-    created = not folder.exists()
-    folder.mkdir(parents=True, exist_ok=True)
-    mine = {"host": socket.gethostname(), "pid": os.getpid(), "started": _now()}
-    for attempt in (1, 2):
-        try:
-            with open(path, "x") as lock:
-                lock.write(json.dumps(mine) + "\n")
-            break
-        except FileExistsError:
-            try:
-                held = json.loads(path.read_text())
-            except (OSError, ValueError):
-                held = {}
-            stale = held.get("host") == mine["host"] and isinstance(held.get("pid"), int) and not _alive(held["pid"])
-            if attempt == 2 or not stale:
-                raise ResultsFolderError(
-                    f"results folder {folder} is in use by another driver (host {held.get('host')}, process "
-                    f"{held.get('pid')}, since {held.get('started')}): wait for it to end, or remove {path} if it is "
-                    "gone") from None
-            print(f"warning: taking over {path}: its driver (process {held['pid']}, since {held.get('started')}) "
-                  "is gone")
-            path.unlink(missing_ok=True)
-    try:
+    with folder_lock(folder, "results folder", ResultsFolderError):
         yield
-    finally:
-        try:
-            if json.loads(path.read_text()) == mine:
-                path.unlink()
-            if created and not any(folder.iterdir()):
-                folder.rmdir()  # a run refused before it wrote anything leaves no folder behind
-        except (OSError, ValueError):
-            pass
 
 
 def open_results_folder(folder: Path, resume: bool, overwrite: bool) -> RunState | None:

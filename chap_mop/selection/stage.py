@@ -272,7 +272,8 @@ def _select(settings: SelectionSettings, plan: Plan, spark, manifest: dict, trai
     backend.sub_epoch_listeners.append(Progress(
         search.run_hyperparameters, plan.configurations, num_workers, settings.epochs,
         plan.halving.configuration_epochs() if plan.halving else None, state.configuration_epochs()).on_sub_epoch)
-    run_log = RunLog(search, settings.metric, settings.epochs, search.stopped_at if plan.halving else None)
+    run_log = RunLog(search, settings.metric, settings.epochs, search.stopped_at if plan.halving else None,
+                     search.failed)
     run_log.history.update({entry["run_id"]: entry["history"] for entry in state.configurations if entry["history"]})
     search.epoch_listeners = [run_log.on_epoch_end]
     if tracker:
@@ -300,6 +301,9 @@ def _select(settings: SelectionSettings, plan: Plan, spark, manifest: dict, trai
         "sequences_per_epoch": {str(win): counts for win, counts in sequences.items()},
         "data_store": settings.data, "best_model": best_path.name,  # relative: the folder can move
     }
+    if search.failed:
+        summary["failed"] = {run_id: {"epoch": epoch, "hyperparameters": result.run_hyperparameters[run_id]}
+                             for run_id, epoch in search.failed.items()}
     if plan.halving:
         summary["halving"] = {**plan.halving.to_json(), "configuration_epochs_trained": state.configuration_epochs()}
     members = build_ensemble(results_dir, run_log, state.configurations, settings.ensemble_size)
