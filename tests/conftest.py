@@ -195,10 +195,10 @@ def scripts():
         script.stop()
 
 
-@pytest.fixture
-def cluster(tmp_path):
-    """A fresh 2-worker, 1-core-each local cluster; on teardown, stopped and checked to leave nothing."""
-    state_file = tmp_path / "cluster.json"
+@contextlib.contextmanager
+def local_standalone_cluster(folder: Path):
+    """A 2-worker, 1-core-each local cluster while the block runs; then stopped and checked to leave nothing."""
+    state_file = folder / "cluster.json"
     started = local_cluster.start(state_file, workers=2, cores=1, memory="3g")
     try:
         yield started
@@ -206,3 +206,10 @@ def cluster(tmp_path):
         if state_file.is_file():
             local_cluster.stop(state_file)
         assert not started.processes(), "Spark processes of the test cluster outlived its teardown"
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    """A fresh 2-worker, 1-core-each local cluster for one test."""
+    with local_standalone_cluster(tmp_path) as started:
+        yield started

@@ -3,7 +3,8 @@ started with pyspark's own launcher (``chap_mop.dev.local_cluster``), whose daem
 test's environment, so the scripts must ship everything their executors need.
 
 Every process a test starts (cluster daemons, executors, the scripts and their driver JVMs) is
-tracked by process id and stopped in the fixtures' teardown, also when the test fails.
+tracked by process id and stopped in the fixtures' teardown, also when the test fails. The module
+shares one cluster and one store prepared on it; the test that kills a worker comes last.
 """
 import csv
 import json
@@ -15,7 +16,7 @@ import pytest
 
 from chap_mop.dev import local_cluster
 from chap_mop.dev.demo_data import write_demo_dataset
-from conftest import TrackedScript
+from conftest import TrackedScript, local_standalone_cluster
 
 # Two configurations of amp_factor 1: amp 2 trains 8 times slower, and the cluster path does not depend on it.
 GRID = '{"lr": [0.001], "l2_reg": [0.001, 0.0001], "win_size": [1], "amp_factor": [1]}'
@@ -25,11 +26,26 @@ TRAINING_STARTED = " sub-epochs | "  # the first progress line: one sub-epoch do
 
 
 @pytest.fixture(scope="module")
-def demo_h5(tmp_path_factory) -> Path:
-    """4 demo subjects x 1 day x 1.5 hours of H5 day files."""
-    out = tmp_path_factory.mktemp("cluster_h5") / "h5"
-    write_demo_dataset(out, subjects=4, days=1, hours_per_day=1.5, seed=3)
-    return out
+def cluster(tmp_path_factory):
+    """One 2-worker cluster for the module (conftest's ``cluster`` starts one per test)."""
+    with local_standalone_cluster(tmp_path_factory.mktemp("cluster")) as started:
+        yield started
+
+
+@pytest.fixture(scope="module")
+def work(cluster, tmp_path_factory) -> Path:
+    """A folder holding ``store``: 4 demo subjects x 1 day x 1.5 hours prepared by prep_petastorm_data.py
+    on the cluster (relative paths, resolved by the driver in this folder)."""
+    demo_h5 = tmp_path_factory.mktemp("cluster_h5") / "h5"
+    write_demo_dataset(demo_h5, subjects=4, days=1, hours_per_day=1.5, seed=3)
+    work = tmp_path_factory.mktemp("cluster_work")
+    prep = TrackedScript("prep_petastorm_data.py", ["--master", cluster.master_url, "--pre-processed-dir", str(demo_h5),
+                                                    "--store", "store", "--partitions", "2"], work, work / "prep.log")
+    try:
+        assert prep.wait(SCRIPT_TIMEOUT_S) == 0, prep.tail()
+    finally:
+        prep.stop()
+    return work
 
 
 def listening_addresses(processes: list[psutil.Process]) -> set[str]:
@@ -44,32 +60,22 @@ def listening_addresses(processes: list[psutil.Process]) -> set[str]:
     return addresses
 
 
-def prepare(scripts, cluster, demo_h5: Path, work: Path) -> None:
-    """prep_petastorm_data.py on the cluster; relative paths, resolved by the driver in ``work``."""
-    prep = scripts("prep_petastorm_data.py", ["--master", cluster.master_url, "--pre-processed-dir", str(demo_h5),
-                                              "--store", "store", "--partitions", "2"], work, work / "prep.log")
-    assert prep.wait(SCRIPT_TIMEOUT_S) == 0, prep.tail()
-
-
-def select(scripts, cluster, work: Path, epochs: int, extra: list[str] = ()) -> TrackedScript:
+def select(scripts, cluster, work: Path, results: str, epochs: int, extra: list[str] = ()) -> TrackedScript:
     # --data: the earlier name of --store, still accepted
-    return scripts("model_selection.py", ["--master", cluster.master_url, "--data", "store", "--results", "results",
+    return scripts("model_selection.py", ["--master", cluster.master_url, "--data", "store", "--results", results,
                                           "--workers", "2", "--epochs", str(epochs), "--batch-size", "8",
-                                          "--search-space", GRID, *extra], work, work / "selection.log")
+                                          "--search-space", GRID, *extra], work, work / f"{results}.log")
 
 
-def test_both_scripts_run_successive_halving_on_a_standalone_cluster(cluster, scripts, demo_h5, tmp_path):
+def test_both_scripts_run_successive_halving_on_a_standalone_cluster(cluster, scripts, work):
     """prep, then a successive-halving selection of 2 configurations x 2 epochs (eta 2) on 2 workers:
     the cluster's processes listen on 127.0.0.1 only, the executors write the checkpoints into the
     shared results folder, rung 1 keeps one configuration and a worker idles in epoch 2. (Hyperband's
     brackets are the same machinery: test_halving runs them on local Spark.)"""
-    work = tmp_path / "work"
-    work.mkdir()
-    prepare(scripts, cluster, demo_h5, work)
     manifest = json.loads((work / "store" / "manifest.json").read_text())
     assert manifest["splits"]["train"]["row_groups"] >= 2 and manifest["splits"]["validation"]["row_groups"] >= 2
 
-    selection = select(scripts, cluster, work, epochs=2, extra=["--search", "sha", "--eta", "2"])
+    selection = select(scripts, cluster, work, "sha", epochs=2, extra=["--search", "sha", "--eta", "2"])
     selection.wait_for_log(TRAINING_STARTED, SCRIPT_TIMEOUT_S)
     # While the workers train: the daemons, executors, driver and cerebro's services listen on 127.0.0.1 only.
     selection.sample_tree()
@@ -77,7 +83,7 @@ def test_both_scripts_run_successive_halving_on_a_standalone_cluster(cluster, sc
     assert selection.wait(SCRIPT_TIMEOUT_S) == 0, selection.tail()
     assert not selection.leftovers(), "the driver's processes outlived model_selection.py"
 
-    results = work / "results"
+    results = work / "sha"
     models = list(csv.DictReader(open(results / "models.csv")))
     assert len(models) == 2 and len({m["l2_reg"] for m in models}) == 2
     assert sorted(int(m["epochs"]) for m in models) == [1, 2]
@@ -91,11 +97,9 @@ def test_both_scripts_run_successive_halving_on_a_standalone_cluster(cluster, sc
     assert all(any((results / "runs" / m["run_id"]).glob("*.h5")) for m in models)
 
 
-def test_losing_a_worker_ends_model_selection_with_a_clear_error(cluster, scripts, demo_h5, tmp_path):
-    work = tmp_path / "work"
-    work.mkdir()
-    prepare(scripts, cluster, demo_h5, work)
-    selection = select(scripts, cluster, work, epochs=20)  # far longer than the test waits
+def test_losing_a_worker_ends_model_selection_with_a_clear_error(cluster, scripts, work):
+    """Last in the module: it leaves the cluster one worker."""
+    selection = select(scripts, cluster, work, "lost", epochs=20)  # far longer than the test waits
     selection.wait_for_log(TRAINING_STARTED, SCRIPT_TIMEOUT_S)
 
     killed = local_cluster.kill_worker(cluster, 0)  # the Worker, its executor and its Python workers
@@ -116,11 +120,11 @@ def test_losing_a_worker_ends_model_selection_with_a_clear_error(cluster, script
 
     # The run resumes on the worker that is left, from the shared results folder: no epoch had
     # completed, so both configurations start afresh with their run ids.
-    run_ids = [entry["run_id"] for entry in json.loads((work / "results" / "run_state.json").read_text())
+    run_ids = [entry["run_id"] for entry in json.loads((work / "lost" / "run_state.json").read_text())
                ["configurations"]]
     resumed = scripts("model_selection.py", ["--master", cluster.master_url, "--data", "store", "--results",
-                                             "results", "--workers", "1", "--epochs", "1", "--batch-size", "8",
+                                             "lost", "--workers", "1", "--epochs", "1", "--batch-size", "8",
                                              "--search-space", GRID, "--resume"], work, work / "resume.log")
     assert resumed.wait(SCRIPT_TIMEOUT_S) == 0, resumed.tail()
     assert "resuming 2 configurations after epoch 0 of 1" in resumed.output()
-    assert sorted(m["run_id"] for m in csv.DictReader(open(work / "results" / "models.csv"))) == sorted(run_ids)
+    assert sorted(m["run_id"] for m in csv.DictReader(open(work / "lost" / "models.csv"))) == sorted(run_ids)

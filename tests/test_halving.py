@@ -89,13 +89,26 @@ def select(spark, store: Path, results: Path, **settings) -> str:
 
 @pytest.fixture(scope="module")
 def sha(spark, store, tmp_path_factory):
-    results = tmp_path_factory.mktemp("sha") / "results"
-    return results, select(spark, store, results, search="sha", eta=2)
+    """One sha run (4 configurations, eta 2, 2 epochs) as model_selection.py, killed by SIGKILL during
+    epoch 2 after the cut of rung 1 was saved, then resumed in this process: what the killed run
+    printed and saved, and what the resumed run printed."""
+    work = tmp_path_factory.mktemp("sha")
+    results = work / "results"
+    killed = TrackedScript("model_selection.py", selection_args(store, results, "--search", "sha", "--eta", "2"), work,
+                           work / "killed.log")
+    try:
+        killed.wait_for(lambda output: "\nepoch 2/2 | " in output, "a completed sub-epoch of epoch 2",
+                        SCRIPT_TIMEOUT_S)
+    finally:
+        killed.stop()
+    saved = json.loads((results / "run_state.json").read_text())["configurations"]
+    resumed = select(spark, store, results, search="sha", eta=2, resume=True)  # in this process
+    return results, killed.output(), saved, resumed
 
 
 @pytest.mark.slow
 def test_only_the_best_half_after_epoch_1_trains_epoch_2(sha):
-    results, stdout = sha
+    results, killed, _, resumed = sha
     models, history = rows(results / "models.csv"), rows(results / "history.csv")
     epoch_1 = {row["run_id"]: float(row["val_balanced_accuracy"]) for row in history if row["epoch"] == "1"}
     order = [model["run_id"] for model in models]
@@ -114,8 +127,8 @@ def test_only_the_best_half_after_epoch_1_trains_epoch_2(sha):
     assert summary["halving"]["configuration_epochs_trained"] == 6
     assert summary["halving"]["configuration_epochs_without_stopping"] == 8
     assert set(summary["ensemble"]) == set(best_two)  # stopped configurations never join the ensemble
-    assert "rung 1 (epoch 1): 2 of 4 configurations go on by val_balanced_accuracy" in stdout
-    assert "| 24/24 sub-epochs | done" in stdout  # 2 workers x 2 kinds x 6 configuration-epochs
+    assert "rung 1 (epoch 1): 2 of 4 configurations go on by val_balanced_accuracy" in killed
+    assert "| 24/24 sub-epochs | done" in resumed  # 2 workers x 2 kinds x 6 configuration-epochs
     page = (results / "report.html").read_text()
     assert "<th>stopped at rung</th>" in page and "Successive halving" in page
 
@@ -137,23 +150,14 @@ def test_hyperband_trains_the_brackets_it_prints(spark, store, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_killed_sha_run_resumes_the_same_brackets(spark, store, tmp_path, request):
+def test_a_killed_sha_run_resumes_the_same_brackets(sha):
     """Killed during epoch 2, after the cut of rung 1 was saved: the resumed run trains only the
     survivors and ends with the same stopped configurations."""
-    results = tmp_path / "results"
-    args = selection_args(store, results, "--search", "sha", "--eta", "2")
-    killed = TrackedScript("model_selection.py", args, tmp_path, tmp_path / "killed.log")
-    request.addfinalizer(killed.stop)
-    killed.wait_for(lambda output: "\nepoch 2/2 | " in output, "a completed sub-epoch of epoch 2", SCRIPT_TIMEOUT_S)
-    killed.stop()
-    saved = json.loads((results / "run_state.json").read_text())["configurations"]
+    results, _, saved, resumed = sha
     stopped = {c["run_id"] for c in saved if c.get("stopped_at_rung") == 1}
     assert len(stopped) == 2 and all(c["epochs_completed"] == 1 for c in saved)
-
-    resumed = select(spark, store, results, search="sha", eta=2, resume=True)  # in this process
     assert "resuming 4 configurations after epoch 1 of 2" in resumed
     assert "rung 1 (epoch 1)" not in resumed  # the cut is not made again
-    assert "| 24/24 sub-epochs | done" in resumed
     models = rows(results / "models.csv")
     assert {model["run_id"] for model in models if model["stopped_at_rung"] == "1"} == stopped
     assert {model["run_id"] for model in models if model["epochs"] == "2"} == \

@@ -13,7 +13,6 @@ import psutil
 import pytest
 
 from chap_mop.selection import hop_checkpoint
-from chap_mop.dev.demo_data import write_demo_dataset
 from chap_mop.errors import InputError
 from chap_mop.selection.run_state import CHECKPOINTS_DIR, STATE_NAME
 from conftest import prepare_in_process, select_in_process
@@ -21,7 +20,7 @@ from conftest import prepare_in_process, select_in_process
 pytestmark = pytest.mark.slow
 
 GRID = '{"lr": [0.001], "l2_reg": [0.001, 0.0001], "win_size": [1], "amp_factor": [1]}'
-EPOCHS = 3
+EPOCHS = 2
 SCRIPT_TIMEOUT_S = 600
 
 
@@ -34,14 +33,6 @@ def select(spark, store: Path, results: Path, grid: str = GRID, **settings) -> s
     """The selection stage in this process with this module's settings; what it printed."""
     return select_in_process(spark, store, results, **{"epochs": EPOCHS} | settings,
                              search_space=json.loads(grid))[1]
-
-
-@pytest.fixture(scope="module")
-def store(spark, tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("resume")
-    write_demo_dataset(root / "h5", subjects=6, days=1, hours_per_day=2, seed=4)
-    prepare_in_process(spark, root / "h5", root / "store")
-    return root / "store"
 
 
 def weights(checkpoint: Path) -> dict[str, np.ndarray]:
@@ -117,7 +108,7 @@ def test_resumed_run_ends_with_the_files_of_an_uninterrupted_run(killed_and_resu
         assert (results / name).is_file(), name
     for run_id in run_ids:
         logs = sorted(p.name.rsplit(".", 1)[1] for p in (results / "runs" / run_id / "logs").iterdir())
-        assert logs == ["epoch1", "epoch2", "epoch3", "hparams"]
+        assert logs == [f"epoch{epoch}" for epoch in range(1, EPOCHS + 1)] + ["hparams"]
         assert [p.name for p in (results / CHECKPOINTS_DIR / run_id).iterdir()] == [f"epoch_{EPOCHS}.h5"]
     assert json.loads((results / STATE_NAME).read_text())["status"] == "complete"
     assert "Best run" in stdout
