@@ -16,16 +16,11 @@ $(VENV)/.installed: requirements.txt pyproject.toml tools/check_system.py
 	$(PY) -m pip install --quiet -c requirements.txt -e '.[mlflow,test]'
 	touch $@
 
-# Demo: 6 synthetic subjects -> Petastorm (one held out for testing) -> a 2-configuration grid for
-# 2 epochs on local Spark, its test report and ensemble -> the ensemble's predictions for all 6
-# (--overwrite: each demo replaces the previous demo run in data/results).
+# Demo: synthetic subjects -> Petastorm (some held out for testing) -> a small grid on local Spark, its
+# test report and ensemble -> the ensemble's predictions; seeded end to end, settings in chap_mop/dev/demo.py
+# (each demo replaces the previous demo run in data/results).
 demo: setup
-	$(PY) -m chap_mop.dev.demo_data --out $(DATA)/demo_h5 --subjects 6 --days 2 --hours 6 --seed 0
-	$(PY) prep_petastorm_data.py --pre-processed-dir $(DATA)/demo_h5 --store $(DATA)/petastorm --train-fraction 0.6 --test-fraction 0.2
-	$(PY) model_selection.py --store $(DATA)/petastorm --results $(DATA)/results --overwrite --epochs 2 --batch-size 16 \
-		--search-space '{"lr": [0.001], "l2_reg": [0.0001], "win_size": [7], "amp_factor": [1, 2]}'
-	$(PY) make_predictions.py --pre-processed-dir $(DATA)/demo_h5 --results $(DATA)/results \
-		--predictions-dir $(DATA)/predictions --ensemble
+	$(PY) -m chap_mop.dev.demo --data $(DATA)
 
 # Everything (what .ci/run runs), the 15 slowest tests listed just before pytest's summary line.
 test: setup

@@ -46,7 +46,7 @@ def real_fixture_subject() -> Path:
     return FIXTURE_SUBJECT
 
 
-SPARK_FIXTURES = {"spark", "store", "learnable_store", "scripts", "local_run"}  # a test that uses one of these needs Spark
+SPARK_FIXTURES = {"spark", "store", "scripts", "local_run"}  # a test that uses one of these needs Spark
 CLUSTER_FIXTURES = {"cluster"}
 
 
@@ -87,16 +87,6 @@ def store(spark, tmp_path_factory) -> Path:
     from chap_mop.dev.demo_data import write_demo_dataset
     root = tmp_path_factory.mktemp("selection")
     write_demo_dataset(root / "h5", subjects=6, days=1, hours_per_day=2, seed=1)
-    prepare_in_process(spark, root / "h5", root / "store")
-    return root / "store"
-
-
-@pytest.fixture(scope="session")
-def learnable_store(spark, tmp_path_factory) -> Path:
-    """Petastorm store of 6 demo subjects (1 day of 8 h each), 2 partitions: enough that 2 epochs learn."""
-    from chap_mop.dev.demo_data import write_demo_dataset
-    root = tmp_path_factory.mktemp("learnable")
-    write_demo_dataset(root / "h5", subjects=6, days=1, hours_per_day=8, seed=1)
     prepare_in_process(spark, root / "h5", root / "store")
     return root / "store"
 
