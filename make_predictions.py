@@ -1,8 +1,9 @@
 """Step 3: predict sitting or not sitting for every 10-s window of every subject, on Spark.
 
 The model is the best run of a results folder of ``model_selection.py`` (or, with ``--ensemble``,
-the majority vote of its ensemble); the input is DeepPostures' pre-processed day files, laid out
-and checked as ``prep_petastorm_data.py`` does::
+the majority vote of its ensemble), or one of DeepPostures' pre-trained models (``--model NAME
+--pretrained-dir DIR``); the input is DeepPostures' pre-processed day files, laid out and checked
+as ``prep_petastorm_data.py`` does::
 
     <pre-processed-dir>/<subject_id>/<YYYY-MM-DD>.h5
 
@@ -29,12 +30,15 @@ def main() -> None:
     PRE_PROCESSED_DIR = str(PROJECT / "data" / "demo_h5")  # readable by every Spark worker
     PREDICTIONS_DIR = str(PROJECT / "predictions")  # writable by every Spark worker
     MODEL_CHECKPOINT_PATH = str(PROJECT / "results")  # where model_selection.py writes by default
+    MODEL = None  # or one of DeepPostures' pre-trained models, e.g. "CHAP_ALL_ADULTS", instead of the results
+    PRETRAINED_DIR = None  # with MODEL: the folder holding MODEL.pth (DeepPostures' pre-trained-models-pt)
     PADDING = "drop"  # drop, zero or wrap: the windows after a segment's last full sequence
     BATCH_SIZE = 256  # sequences per predict call
 
     chap_predict.main(defaults=chap_predict.PredictSettings(
         master=SPARK_MASTER_URL, pre_processed_dir=PRE_PROCESSED_DIR, predictions_dir=PREDICTIONS_DIR,
-        results=MODEL_CHECKPOINT_PATH, padding=PADDING, batch_size=BATCH_SIZE), description=__doc__)
+        results=MODEL_CHECKPOINT_PATH, model=MODEL, pretrained_dir=PRETRAINED_DIR, padding=PADDING,
+        batch_size=BATCH_SIZE), description=__doc__)
 
 
 if __name__ == "__main__":

@@ -37,13 +37,27 @@ def spark():
     session.stop()
 
 
+PT_FIXTURES = SHARED / "fixtures" / "deeppostures_pt"  # DeepPostures-format .pth files, random weights (its README)
+
+
+def shared_fixture(path: Path) -> Path:
+    """``path`` under ../shared; the test is skipped without it."""
+    if not path.exists():
+        pytest.skip(f"{path} is absent: ../shared sits beside the project only on the team's machines and in CI, "
+                    "not in a user's clone")
+    return path
+
+
 @pytest.fixture
 def real_fixture_subject() -> Path:
     """The real DeepPostures pre-processed example (one subject folder); skipped without ../shared."""
-    if not FIXTURE_SUBJECT.is_dir():
-        pytest.skip(f"{FIXTURE_SUBJECT} is absent: ../shared sits beside the project only on "
-                    "the team's machines and in CI, not in a user's clone")
-    return FIXTURE_SUBJECT
+    return shared_fixture(FIXTURE_SUBJECT)
+
+
+@pytest.fixture
+def pt_fixtures() -> Path:
+    """DeepPostures-format checkpoints with PyTorch's own logits; skipped without ../shared."""
+    return shared_fixture(PT_FIXTURES)
 
 
 SPARK_FIXTURES = {"spark", "store", "scripts", "local_run"}  # a test that uses one of these needs Spark

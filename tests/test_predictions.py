@@ -7,6 +7,7 @@ a time zone other than the machine's (``TZ``), as DeepPostures formats them in l
 """
 import contextlib
 import csv
+import hashlib
 import json
 import shutil
 import time
@@ -31,8 +32,10 @@ from chap_mop.model.chap_model import build_chap_model  # noqa: E402
 from chap_mop.dev.demo_data import write_demo_dataset  # noqa: E402
 from chap_mop.data.h5_format import write_day_file  # noqa: E402
 from chap_mop.errors import InputError  # noqa: E402
+from chap_mop.cli import chap_predict  # noqa: E402
+from chap_mop.predict import stage  # noqa: E402
 from chap_mop.predict.stage import PredictSettings, predict  # noqa: E402
-from conftest import run_script  # noqa: E402
+from conftest import PT_FIXTURES, run_script  # noqa: E402
 
 SCRIPT_TIMEOUT_S = 300  # a script that runs longer than this on the tiny test data hangs
 
@@ -346,3 +349,139 @@ def test_a_standalone_cluster_writes_the_same_csvs_over_its_earlier_output(clust
         assert (out / BEST_RUN / csv_file.name).read_text() == csv_file.read_text(), csv_file.name
     assert (out / "notes.txt").read_text() == "mine" and (out / BEST_RUN / "extra.csv").read_text() == "mine"
     assert not run.leftovers(), "the driver's processes outlived make_predictions.py"
+
+
+# --- DeepPostures' pre-trained models: --model NAME --pretrained-dir DIR ------------------------------------------
+
+PRETRAINED = PT_FIXTURES / "pre-trained-models-pt"
+
+
+def write_subject(folder: Path, data: np.ndarray, non_wear: np.ndarray | None = None, labels: np.ndarray | None = None,
+                  split: int | None = None) -> None:
+    """One subject's windows 10 s apart, ending ``split`` windows after :data:`MIDNIGHT` in a second day file.
+
+    :param data: (n, 100, 3) g.  :param non_wear, labels: (n,); all 0 when not given.
+    """
+    n = len(data)
+    split = n // 2 if split is None else split
+    start = MIDNIGHT - 10 * split
+    columns = [start + 10 * np.arange(n), data, np.zeros(n) if non_wear is None else non_wear, np.zeros(n),
+               np.zeros(n) if labels is None else labels]
+    folder.mkdir(parents=True)
+    for name, rows in (("2020-09-13.h5", slice(0, split)), ("2020-09-14.h5", slice(split, n))):
+        write_day_file(str(folder / name), *[column[rows] for column in columns])
+
+
+def test_chap_all_adults_predicts_what_deeppostures_pytorch_model_predicts(pt_fixtures, spark, tmp_path):
+    """The fixture's sequences laid end to end in one segment across two day files, predicted on Spark:
+    each window's word is round(sigmoid(PyTorch's logit)), 1 being not-sitting."""
+    data = np.load(pt_fixtures / "CHAP_ALL_ADULTS.input.npy")  # (sequences, 42, 100, 3)
+    logits = np.load(pt_fixtures / "CHAP_ALL_ADULTS.logits.npy").ravel().astype(np.float64)
+    write_subject(tmp_path / "h5" / "adult", data.reshape(-1, 100, 3), split=50)  # not at a sequence boundary
+    out = tmp_path / "predictions"
+    assert predict(PredictSettings(pre_processed_dir=str(tmp_path / "h5"), predictions_dir=str(out),
+                                   model="CHAP_ALL_ADULTS", pretrained_dir=str(PRETRAINED), probabilities=True),
+                   spark) == (1, len(logits))
+    header, rows = read_csv(out / "CHAP_ALL_ADULTS" / "adult.csv")
+    assert header == ["segment", "timestamp", "prediction", "probability_sitting"]
+    assert len(rows) == len(logits) and {r["segment"] for r in rows} == {"0"}
+    not_sitting = 1 / (1 + np.exp(-logits))
+    clear = np.abs(logits) > 1e-3  # a logit this near 0 may round either way after conversion
+    assert clear.sum() > 100 and 0.2 < not_sitting[clear].round().mean() < 0.8  # both words are checked
+    assert [r["prediction"] for r, c in zip(rows, clear) if c] == [WORDS[int(p)] for p in not_sitting[clear].round()]
+    np.testing.assert_allclose([1 - float(r["probability_sitting"]) for r in rows], not_sitting, atol=1e-4)
+    digest = hashlib.sha256((PRETRAINED / "CHAP_ALL_ADULTS.pth").read_bytes()).hexdigest()[:16]
+    assert sorted(p.name for p in (out / "CHAP_ALL_ADULTS").iterdir()) == [f".model-{digest}.h5", "adult.csv"]
+
+
+def test_chap_votes_as_deeppostures_with_its_members_columns_and_label_map(pt_fixtures, tmp_path):
+    """--model CHAP in this process: CHAP_A, _B and _C write their own CSVs; CHAP's rows are, per segment,
+    the members' rows cut to the shortest member's count, each member's word in its column, and the
+    mode of the three. Members here are the fixtures (9, 9 and 7 minutes), not DeepPostures' weights."""
+    pretrained_dir = tmp_path / "pre-trained-models-pt"
+    pretrained_dir.mkdir()
+    for member, source in (("CHAP_A", "CHAP_ALL_ADULTS"), ("CHAP_B", "CHAP_CHILDREN"), ("CHAP_C", "CHAP_ALL_ADULTS")):
+        (pretrained_dir / f"{member}.pth").symlink_to(PRETRAINED / f"{source}.pth")
+    # Segments of 130, 50 and 60 windows: 9-min members predict 108, 0 and 54 of them, the 7-min one 126, 42, 42.
+    runs = [(130, 0), (3, 1), (50, 0), (2, 1), (60, 0)]
+    non_wear = np.concatenate([[flag] * n for n, flag in runs])
+    rng = np.random.default_rng(7)
+    write_subject(tmp_path / "h5" / "s", rng.normal(0, 0.5, (len(non_wear), 100, 3)), non_wear,
+                  rng.integers(-1, 2, len(non_wear)))
+    words = {"sedentary": 0, "active": 1, "unknown": -1}
+    settings = PredictSettings(pre_processed_dir=str(tmp_path / "h5"), predictions_dir=str(tmp_path / "out"),
+                               model="CHAP", pretrained_dir=str(pretrained_dir), output_label=True,
+                               activpal_label_map=json.dumps(words))
+    settings.check()
+    models = stage.find_models(settings)
+    models.load()
+    job = stage.claim(tmp_path / "out", models, settings)
+    with local_zone():
+        written = predictions.predict_subject(pafs.LocalFileSystem(), "s", day_files(tmp_path / "h5")["s"], job)
+    members = {m: read_csv(tmp_path / "out" / m / "s.csv") for m in ("CHAP_A", "CHAP_B", "CHAP_C")}
+    for member, (header, rows) in members.items():
+        assert header == ["segment", "timestamp", "label", "prediction"], member
+        assert {r["prediction"] for r in rows} <= {"sedentary", "active"} and {r["label"] for r in rows} <= set(words)
+    counts = {m: np.bincount([int(r["segment"]) for r in rows], minlength=3).tolist()
+              for m, (_, rows) in members.items()}
+    assert counts == {"CHAP_A": [108, 0, 54], "CHAP_B": [108, 0, 54], "CHAP_C": [126, 42, 42]}
+    expected = []  # as DeepPostures builds CHAP/<subject>.csv from its members' CSVs
+    for segment in range(3):
+        by_member = [[r for r in rows if r["segment"] == str(segment)] for _, rows in members.values()]
+        for a, b, c in zip(*by_member):  # zip stops at the shortest member's rows
+            assert a["timestamp"] == b["timestamp"] == c["timestamp"]
+            votes = [a["prediction"], b["prediction"], c["prediction"]]
+            expected.append({**c, "prediction": max(set(votes), key=votes.count), "predictions_A": votes[0],
+                             "predictions_B": votes[1], "predictions_C": votes[2]})
+    header, rows = read_csv(tmp_path / "out" / "CHAP" / "s.csv")
+    assert header == ["segment", "timestamp", "label", "prediction", "predictions_A", "predictions_B",
+                      "predictions_C"]
+    assert rows == expected and written == ("s", 108 + 42)
+    assert any(len(set(r[c] for c in ("predictions_A", "predictions_B", "predictions_C"))) > 1 for r in rows)
+
+
+@pytest.mark.parametrize("options, error", [
+    ({"model": "CHAP_D", "pretrained_dir": "models"},
+     "--model CHAP_D: not one of DeepPostures' models; expected one of CHAP_A, CHAP_B, CHAP_C, CHAP_ALL_ADULTS, "
+     "CHAP_CHILDREN, CHAP_AUSDIAB, CHAP"),
+    ({"model": "CHAP_A"}, "--model CHAP_A needs --pretrained-dir DIR, the folder holding CHAP_A.pth"),
+    ({"pretrained_dir": "models"}, "--pretrained-dir models needs --model NAME, one of CHAP_A,"),
+    ({"model": "CHAP", "pretrained_dir": "models", "ensemble": True},
+     "--ensemble is a results folder's ensemble and cannot go with --model CHAP"),
+    ({"activpal_label_map": "{sitting: 0}"}, "--activpal-label-map {sitting: 0}: not JSON ("),
+    ({"activpal_label_map": '{"sitting": 0, "not-sitting": 1}'},
+     """--activpal-label-map {"sitting": 0, "not-sitting": 1}: expected a JSON object giving each of the labels 0, """
+     """1 and -1 exactly one word, e.g. '{"sitting": 0, "not-sitting": 1, "no-label": -1}'"""),
+    ({"activpal_label_map": '{"sitting": false, "not-sitting": true, "no-label": -1}'}, "--activpal-label-map {"),
+])
+def test_bad_model_flags_stop_before_anything_is_read(options, error, tmp_path):
+    with pytest.raises(InputError) as stop:
+        predict(PredictSettings(pre_processed_dir=str(tmp_path / "missing"), predictions_dir=str(tmp_path / "out"),
+                                results=str(tmp_path / "missing"), **options))
+    assert str(stop.value).startswith(error) and "\n" not in str(stop.value), stop.value
+
+
+def test_missing_or_foreign_checkpoints_stop_with_one_line_before_spark(tmp_path, capsys):
+    folder = tmp_path / "pre-trained-models-pt"
+    folder.mkdir()
+    for member in ("CHAP_A", "CHAP_B"):
+        (folder / f"{member}.pth").write_bytes(b"")
+    (folder / "CHAP_ALL_ADULTS.pth").write_text("not a checkpoint")
+    out = tmp_path / "out"
+    cases = [("CHAP", folder, f"{folder / 'CHAP_C.pth'}: no such file; expected DeepPostures' pre-trained model "
+                              "CHAP_C there (MSSE-2021/pre-trained-models-pt/CHAP_C.pth)"),
+             ("CHAP_A", tmp_path / "none", f"--pretrained-dir {tmp_path / 'none'}: no such folder; expected "
+                                           "DeepPostures' pre-trained-models-pt folder holding CHAP_A.pth"),
+             ("CHAP_ALL_ADULTS", folder, f"{folder / 'CHAP_ALL_ADULTS.pth'}: not a zip archive")]
+    for model, pretrained_dir, error in cases:  # no Spark session is given: reaching Spark would start one
+        with pytest.raises(InputError) as stop:
+            predict(PredictSettings(pre_processed_dir=str(tmp_path / "missing"), predictions_dir=str(out),
+                                    model=model, pretrained_dir=str(pretrained_dir)))
+        assert str(stop.value).startswith(error), stop.value
+        assert not out.exists()
+    # The command line: one line, exit code 2.
+    with pytest.raises(SystemExit) as stop:
+        chap_predict.main(["--model", "CHAP_CHILDREN", "--predictions-dir", str(out)])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err == ("error: --model CHAP_CHILDREN needs --pretrained-dir DIR, the folder holding "
+                                       "CHAP_CHILDREN.pth (DeepPostures' MSSE-2021/pre-trained-models-pt)\n")

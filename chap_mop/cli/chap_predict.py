@@ -4,6 +4,7 @@ import argparse
 from chap_mop.cli.common import (add_day_file_flags, add_progress_flag, add_spark_flags, alias_help, new_parser,
                                  run_program)
 from chap_mop.predict.predictions import PADDING_MODES
+from chap_mop.predict.pretrained import NAMES
 from chap_mop.predict.stage import PredictSettings
 
 
@@ -21,6 +22,12 @@ def build_parser(defaults: PredictSettings, description: str | None = None, prog
                                                       "model predicts", "--model-checkpoint-path"))
     model.add_argument("--ensemble", action="store_true", default=defaults.ensemble,
                        help="predict with the results folder's ensemble (ensemble.json), a majority vote")
+    model.add_argument("--model", default=defaults.model, metavar="NAME",
+                       help="instead of --results, DeepPostures' pre-trained model NAME: one of "
+                            f"{', '.join(NAMES)} (CHAP: the majority vote of CHAP_A, CHAP_B and CHAP_C)")
+    model.add_argument("--pretrained-dir", default=defaults.pretrained_dir, metavar="DIR",
+                       help="with --model: the folder holding NAME.pth (DeepPostures' "
+                            "MSSE-2021/pre-trained-models-pt), read on this machine only")
     model.add_argument("--padding", default=defaults.padding, choices=PADDING_MODES,
                        help="windows after a segment's last full sequence: drop them, zero-pad, or wrap (predict "
                             "the last T windows)")
@@ -35,6 +42,9 @@ def build_parser(defaults: PredictSettings, description: str | None = None, prog
                         help="leave out the segment column")
     output.add_argument("--probabilities", action="store_true", default=defaults.probabilities,
                         help="add probability_sitting (the ensemble's: mean of its members')")
+    output.add_argument("--activpal-label-map", default=defaults.activpal_label_map, metavar="JSON",
+                        help="words for the labels 0, 1 and -1, as DeepPostures takes them (default: "
+                             "'{\"sitting\": 0, \"not-sitting\": 1, \"no-label\": -1}')")
     add_progress_flag(add_spark_flags(parser, defaults.master, defaults.verbose), defaults.progress_every_s)
     return parser
 

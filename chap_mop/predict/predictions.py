@@ -12,11 +12,21 @@ padded rows; ``wrap`` predicts the last partial chunk from the last ``T`` window
 earlier chunk's predictions where they overlap. A segment shorter than ``T`` gets no row under
 ``drop`` and ``wrap``. An ensemble's members vote (:func:`chap_mop.predict.inference.vote`).
 
+DeepPostures' ``CHAP`` vote (``Settings.members``) differs in which windows get a row: each
+member's own CSV goes to its own folder, and the vote's CSV holds, per segment, the members' rows
+cut to the shortest member's count, with each member's word in a column of its own
+(``predictions_A`` ...). Under every padding a member's rows are a prefix of the segment, so
+these are the windows every member predicted; three members always have a majority. Two choices
+differ from DeepPostures: the cut is per segment also without the segment column (DeepPostures'
+``--no-segment`` branch cuts the whole subject's rows, pairing different windows of the members),
+and a subject without such a window gets a header-only CSV (DeepPostures writes none).
+
 Functions marked *executor side* run in Spark tasks; each Python worker loads a model once.
 """
 import csv
+import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -30,10 +40,17 @@ from chap_mop.data.prep import open_day_file
 from chap_mop.data.schema import AXES, SAMPLES_PER_WINDOW, WINDOW_SECONDS
 
 PADDING_MODES = ("drop", "zero", "wrap")
-WORDS = {0: "sitting", 1: "not-sitting", -1: "no-label"}
+WORDS = {0: "sitting", 1: "not-sitting", -1: "no-label"}  # DeepPostures' --activpal-label-map, inverted
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 MARKER = ".chap_mop_predictions"  # written first into a predictions folder: its CSVs are ours
 ENTRIES_SHOWN = 3
+
+
+@dataclass(frozen=True)
+class Member:
+    """A member of DeepPostures' CHAP vote: its column in the vote's CSV and the folder of its own CSVs."""
+    column: str  # e.g. predictions_A
+    out_dir: str  # e.g. <predictions dir>/CHAP_A, visible to every worker
 
 
 @dataclass(frozen=True)
@@ -46,6 +63,33 @@ class Settings:
     segment: bool = True
     probabilities: bool = False
     batch_size: int = 256  # sequences per predict call
+    words: tuple[str, str, str] = (WORDS[0], WORDS[1], WORDS[-1])  # for labels 0, 1 and -1
+    members: tuple[Member, ...] = ()  # DeepPostures' CHAP vote: one per model, in the order of ``models``
+
+
+def label_words(label_map: str | None) -> tuple[str, str, str]:
+    """The words for labels 0, 1 and -1 from DeepPostures' ``--activpal-label-map`` (JSON, word -> label).
+
+    :param label_map: e.g. ``'{"sitting": 0, "not-sitting": 1, "no-label": -1}'``; None: that default.
+    :raises InputError: not a JSON object of words to each of 0, 1 and -1 exactly once.
+    """
+    if label_map is None:
+        return WORDS[0], WORDS[1], WORDS[-1]
+    expected = (f"expected a JSON object giving each of the labels 0, 1 and -1 exactly one word, e.g. "
+                f"'{json.dumps({word: label for label, word in WORDS.items()})}'")
+    try:
+        mapping = json.loads(label_map)
+    except ValueError as error:
+        raise InputError(f"--activpal-label-map {label_map}: not JSON ({error}); {expected}") from None
+    if not isinstance(mapping, dict):
+        raise InputError(f"--activpal-label-map {label_map}: {expected}")
+    labels = list(mapping.values())
+    # type() rather than isinstance(): JSON's true and false would pass as 1 and 0
+    if (any(type(label) is not int for label in labels) or sorted(labels) != sorted(WORDS)
+            or not all(word.strip() for word in mapping)):
+        raise InputError(f"--activpal-label-map {label_map}: {expected}")
+    words = {label: word for word, label in mapping.items()}
+    return words[0], words[1], words[-1]
 
 
 def read_subject(fs: pafs.FileSystem, day_files: list[str]) -> dict[str, np.ndarray]:
@@ -111,6 +155,13 @@ def predict_member(model, data: np.ndarray, lengths: np.ndarray, padding: str, b
     return probability
 
 
+def mean_probability(probabilities: np.ndarray) -> np.ndarray:
+    """(n,) float32 mean of (models, n) probabilities over the models that predicted each window, NaN where none did."""
+    with np.errstate(invalid="ignore"):  # 0 / 0 = NaN where no model predicted the window
+        mean = np.nansum(probabilities, axis=0) / np.isfinite(probabilities).sum(axis=0)
+    return mean.astype(np.float32)
+
+
 def predict_windows(models: list, data: np.ndarray, lengths: np.ndarray, padding: str, batch_size: int
                     ) -> tuple[np.ndarray, np.ndarray]:
     """Class (n,) int8 (-1: no prediction) and probability of sitting (n,) float32 of each kept window.
@@ -120,27 +171,31 @@ def predict_windows(models: list, data: np.ndarray, lengths: np.ndarray, padding
     """
     probabilities = np.stack([predict_member(m, data, lengths, padding, batch_size) for m in models])
     voted = inference.vote(np.stack([inference.classes(p) for p in probabilities]))
-    with np.errstate(invalid="ignore"):  # 0 / 0 = NaN where no model predicted the window
-        mean = np.nansum(probabilities, axis=0) / np.isfinite(probabilities).sum(axis=0)
-    return voted, mean.astype(np.float32)
+    return voted, mean_probability(probabilities)
 
 
 def header(settings: Settings) -> list[str]:
-    """The CSV's columns, as DeepPostures names and orders them, plus ``probability_sitting``."""
+    """The CSV's columns, as DeepPostures names and orders them (its CHAP vote adds a column per
+    member after ``prediction``), plus ``probability_sitting``."""
     return ((["segment"] if settings.segment else []) + ["timestamp"] + (["label"] if settings.output_label else [])
-            + ["prediction"] + (["probability_sitting"] if settings.probabilities else []))
+            + ["prediction"] + [member.column for member in settings.members]
+            + (["probability_sitting"] if settings.probabilities else []))
 
 
 def csv_rows(settings: Settings, segment: np.ndarray, time: np.ndarray, label: np.ndarray,
-             predicted: np.ndarray, probability: np.ndarray) -> list[tuple[str, ...]]:
+             predicted: np.ndarray, probability: np.ndarray, member_predicted: np.ndarray | None = None
+             ) -> list[tuple[str, ...]]:
     """One row per window, in the given order; ``timestamp`` is the window start in local time.
 
     :param segment, time (s), label, predicted: (n,) ints.  :param probability: (n,) of sitting.
+    :param member_predicted: (members, n) classes of the CHAP vote's members, for ``settings.members``.
     """
+    words = dict(zip((0, 1, -1), settings.words))
     columns = ([[str(s) for s in segment.tolist()]] if settings.segment else []) + \
         [[datetime.fromtimestamp(t).strftime(TIME_FORMAT) for t in time.tolist()]] + \
-        ([[WORDS[y] for y in label.tolist()]] if settings.output_label else []) + \
-        [[WORDS[p] for p in predicted.tolist()]] + \
+        ([[words[y] for y in label.tolist()]] if settings.output_label else []) + \
+        [[words[p] for p in predicted.tolist()]] + \
+        [[words[p] for p in member.tolist()] for member in (member_predicted if settings.members else [])] + \
         ([[f"{p:.4f}" for p in probability.tolist()]] if settings.probabilities else [])
     return list(zip(*columns))
 
@@ -155,24 +210,59 @@ def write_csv(path: Path, columns: list[str], rows: list[tuple[str, ...]]) -> No
     os.replace(partial, path)
 
 
+def write_subject(settings: Settings, subject: str, windows: dict[str, np.ndarray], segment: np.ndarray,
+                  kept: np.ndarray, predicted: np.ndarray, probability: np.ndarray,
+                  member_predicted: np.ndarray | None = None) -> int:
+    """Write ``<settings.out_dir>/<subject>.csv``: a row for each kept window with a prediction.
+
+    :param windows: the subject's arrays (:func:`read_subject`).  :param segment: (N,) of each window.
+    :param kept: (n,) indices of the kept windows; ``predicted`` (n,) class or -1, ``probability`` (n,)
+        of sitting and ``member_predicted`` (members, n) are theirs.
+    :return: the rows written.
+    """
+    has = predicted >= 0
+    rows = kept[has]
+    write_csv(Path(settings.out_dir) / f"{subject}.csv", header(settings),
+              csv_rows(settings, segment[rows], windows["time"][rows], windows["label"][rows], predicted[has],
+                       probability[has], None if member_predicted is None else member_predicted[:, has]))
+    return len(rows)
+
+
 def predict_subject(fs: pafs.FileSystem, subject: str, day_files: list[str], settings: Settings) -> tuple[str, int]:
     """*Executor side.* Predict one subject and write ``<out_dir>/<subject>.csv`` (header only without
-    any predicted window).
+    any predicted window); for DeepPostures' CHAP vote, each member's own CSV first.
 
-    :return: the subject and the windows written.
+    :return: the subject and the windows written to ``<out_dir>/<subject>.csv``.
     """
     windows = read_subject(fs, day_files)
     segment = segment_index(windows["time"], windows["non_wear"], windows["sleeping"])
     kept = np.flatnonzero(segment >= 0)
     lengths = np.bincount(segment[kept])  # segments are numbered in order: windows per segment
     models = [inference.cached_model(path) for path in settings.models]
+    if settings.members:
+        return subject, write_chap_vote(models, settings, subject, windows, segment, kept, lengths)
     predicted, probability = predict_windows(models, windows["data"][kept], lengths, settings.padding,
                                              settings.batch_size)
-    rows = kept[predicted >= 0]
-    write_csv(Path(settings.out_dir) / f"{subject}.csv", header(settings),
-              csv_rows(settings, segment[rows], windows["time"][rows], windows["label"][rows],
-                       predicted[predicted >= 0], probability[predicted >= 0]))
-    return subject, len(rows)
+    return subject, write_subject(settings, subject, windows, segment, kept, predicted, probability)
+
+
+def write_chap_vote(models: list, settings: Settings, subject: str, windows: dict[str, np.ndarray],
+                    segment: np.ndarray, kept: np.ndarray, lengths: np.ndarray) -> int:
+    """*Executor side.* DeepPostures' CHAP vote: each member's own CSV, then the vote's with a column
+    per member. Arguments as :func:`write_subject`'s, ``lengths`` (S,) windows per segment.
+
+    :return: the rows of the vote's CSV.
+    """
+    probabilities = np.stack([predict_member(model, windows["data"][kept], lengths, settings.padding,
+                                             settings.batch_size) for model in models])
+    member_predicted = np.stack([inference.classes(p) for p in probabilities])
+    for member, own, probability in zip(settings.members, member_predicted, probabilities):
+        write_subject(replace(settings, out_dir=member.out_dir, members=()), subject, windows, segment, kept, own,
+                      probability)
+    everyone = (member_predicted >= 0).all(axis=0)  # DeepPostures cuts to the shortest member's rows
+    predicted = np.where(everyone, inference.vote(member_predicted), inference.NO_PREDICTION).astype(np.int8)
+    return write_subject(settings, subject, windows, segment, kept, predicted, mean_probability(probabilities),
+                         member_predicted)
 
 
 def check_predictions_dir(root: Path) -> None:
