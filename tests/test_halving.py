@@ -67,6 +67,15 @@ def test_survivors_rank_by_direction_with_nan_last_and_ties_to_the_earlier():
     assert survivors([float("nan"), 0.2, 0.2], 2, larger_is_better=True) == [1, 2]
 
 
+def test_ties_at_a_rung_go_to_the_lower_validation_loss_then_training_loss():
+    """Four configurations at exactly 0.5 (one class everywhere): the order no longer decides."""
+    values = [0.5, 0.5, 0.5, 0.5]
+    losses = [(0.70, 0.6), (0.69, 0.9), (0.69, 0.5), (float("nan"), 0.1)]  # (val_loss, train_loss)
+    assert survivors(values, 2, True, losses) == [1, 2]
+    assert survivors(values, 1, True, losses) == [2]
+    assert survivors([0.6, 0.5], 1, True, [(9.0, 9.0), (0.1, 0.1)]) == [0]  # the metric first
+
+
 @pytest.mark.parametrize("settings, message", [
     ({"search": "sha", "eta": 1}, "--eta 1: expected 2 or more"),
     ({"search": "sha", "eta": 2, "min_epochs": 3}, "--min-epochs 3: expected 1 to --epochs (2)"),
@@ -110,9 +119,10 @@ def sha(spark, store, tmp_path_factory):
 def test_only_the_best_half_after_epoch_1_trains_epoch_2(sha):
     results, killed, _, resumed = sha
     models, history = rows(results / "models.csv"), rows(results / "history.csv")
-    epoch_1 = {row["run_id"]: float(row["val_balanced_accuracy"]) for row in history if row["epoch"] == "1"}
+    epoch_1 = {row["run_id"]: (-float(row["val_balanced_accuracy"]), float(row["val_loss"]), float(row["train_loss"]))
+               for row in history if row["epoch"] == "1"}
     order = [model["run_id"] for model in models]
-    best_two = sorted(sorted(order, key=lambda run_id: (-epoch_1[run_id], order.index(run_id)))[:2])
+    best_two = sorted(sorted(order, key=lambda run_id: (*epoch_1[run_id], order.index(run_id)))[:2])
     trained_2 = sorted(row["run_id"] for row in history if row["epoch"] == "2")
     assert len(models) == 4 and trained_2 == best_two
     for model in models:
@@ -126,6 +136,8 @@ def test_only_the_best_half_after_epoch_1_trains_epoch_2(sha):
                                                                         {"epoch": 2, "configurations": 2}]}]
     assert summary["halving"]["configuration_epochs_trained"] == 6
     assert summary["halving"]["configuration_epochs_without_stopping"] == 8
+    assert summary["halving"]["ties"] == ("equal values at a rung: lower val_loss, then lower train_loss, then the "
+                                          "earlier configuration")
     assert set(summary["ensemble"]) == set(best_two)  # stopped configurations never join the ensemble
     assert "rung 1 (epoch 1): 2 of 4 configurations go on by val_balanced_accuracy" in killed
     assert "| 24/24 sub-epochs | done" in resumed  # 2 workers x 2 kinds x 6 configuration-epochs

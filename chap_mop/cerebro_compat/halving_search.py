@@ -5,18 +5,20 @@ A subclass of the project's resumable grid search (:mod:`.resumable`), not a pat
 that hands it only the live ones, epoch by epoch, is successive halving. The brackets and
 configurations come from :func:`chap_mop.selection.halving.make_plan`.
 """
+import math
+
 from cerebro.tune import GridSearch
 
 from chap_mop.model import metrics
 from chap_mop.cerebro_compat.resumable import ResumableSearch
-from chap_mop.model.ranking import is_larger_better
+from chap_mop.model.ranking import HALVING_TIE_BREAKERS, is_larger_better
 from chap_mop.selection.halving import HalvingPlan, survivors
 
 
 class ResumableHalvingSearch(ResumableSearch, GridSearch):
     """Every live configuration trains epoch by epoch in lock step; after an epoch that is a rung
     of its bracket, the bracket's live configurations are ranked by ``val_<metric>`` at that epoch
-    and only the rung's survivors go on. Stopped configurations keep their results.
+    (equal values by validation loss, then training loss, then order) and only the rung's survivors go on. Stopped configurations keep their results.
 
     A cut is saved with its epoch (``stopped_at_rung`` of each stopped configuration in the run
     state), so a resumed run continues the same brackets with the same survivors.
@@ -67,7 +69,9 @@ class ResumableHalvingSearch(ResumableSearch, GridSearch):
             for run_id in members:
                 metrics.add_derived_metrics(results[run_id])  # the accuracies are derived from counts
             values = [results[run_id][metric][epoch - 1] for run_id in members]
-            kept = survivors(values, keep, is_larger_better(self.evaluation_metric))
+            ties = [tuple(results[run_id].get(name, [math.nan] * epoch)[epoch - 1] for name in HALVING_TIE_BREAKERS)
+                    for run_id in members]
+            kept = survivors(values, keep, is_larger_better(self.evaluation_metric), ties)
             rung = bracket.rung_number(epoch)
             stopped = [run_id for position, run_id in enumerate(members) if position not in kept]
             for run_id in stopped:

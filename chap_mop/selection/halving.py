@@ -2,8 +2,8 @@
 
 Model hopper parallelism trains every live configuration epoch by epoch in lock step, which is
 the shape of synchronous successive halving (Jamieson & Talwalkar, 2016): at each rung, rank the
-configurations by their validation value at that epoch, keep the best ``ceil(n / eta)``, stop
-the rest. Hyperband (Li et al., 2018) runs several such brackets, each trading more
+configurations by their validation value at that epoch (equal values by validation loss, then
+training loss), keep the best ``ceil(n / eta)``, stop the rest. Hyperband (Li et al., 2018) runs several such brackets, each trading more
 configurations against fewer epochs before the first cut.
 
 Here every bracket starts at epoch 0, so the brackets of a Hyperband search train together, in
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from chap_mop.errors import InputError
-from chap_mop.model.ranking import ranked
+from chap_mop.model.ranking import HALVING_TIE_BREAKERS, ranked
 
 DEFAULT_ETA = 3
 DRAW_SEED = 2020  # cerebro's own seed: the same flags draw the same configurations
@@ -85,6 +85,8 @@ class HalvingPlan:
                 "brackets": [{"bracket": index + 1, "rungs": bracket.to_json()}
                              for index, bracket in enumerate(self.brackets)],
                 "configuration_epochs_planned": self.configuration_epochs(),
+                "ties": "equal values at a rung: lower " + ", then lower ".join(HALVING_TIE_BREAKERS)
+                        + ", then the earlier configuration",
                 "configuration_epochs_without_stopping": len(self.configurations) * self.max_epochs}
 
     def describe(self) -> list[str]:
@@ -183,6 +185,8 @@ def make_plan(search: str, space: dict[str, list], samples: int | None, eta: int
     return HalvingPlan(search, eta, min_epochs, max_epochs, brackets, tuple(configurations), bracket_of)
 
 
-def survivors(values: list[float], keep: int, larger_is_better: bool) -> list[int]:
-    """Indices of the ``keep`` best ``values`` (NaN last, ties to the earlier), in their original order."""
-    return sorted(ranked(values, larger_is_better)[:keep])
+def survivors(values: list[float], keep: int, larger_is_better: bool,
+              tie_breakers: list[tuple[float, ...]] | None = None) -> list[int]:
+    """Indices of the ``keep`` best ``values`` in their original order: NaN last; equal values by
+    ``tie_breakers`` (per value, losses where lower wins, in turn), then the earlier."""
+    return sorted(ranked(values, larger_is_better, tie_breakers)[:keep])
