@@ -1,5 +1,5 @@
 """model_selection.py end to end with the demo's data and settings (``chap_mop.dev.demo``: a
-2-configuration grid, 2 workers, 4 epochs, seeded) as a person runs it: its console, its files and
+2-configuration grid, 2 workers, 3 epochs, seeded) as a person runs it: its console, its files and
 the floor its chosen model reaches; the selection stage in this process for the test split, the
 ensemble and MLflow; its settings checks without Spark."""
 import csv
@@ -13,11 +13,10 @@ import pytest
 
 from chap_mop.cli import chap_select
 from chap_mop.dev import demo
-from chap_mop.dev.demo_data import write_demo_dataset
 from chap_mop.errors import InputError
 from chap_mop.predict.stage import PredictSettings, predict
 from chap_mop.selection.stage import SelectionSettings, check_settings
-from conftest import prepare_in_process, run_script, select_in_process
+from conftest import run_script, select_in_process
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +38,8 @@ def selection(spark, tmp_path_factory):
 
 NOISE = ("cuInit", "oneDNN", "absl", "UnicodeWarning", "sitting_hits", "HDF5 file format", "CEREBRO",
          "log4j", "NativeCodeLoader", "Traceback")
-PROGRESS_LINE = re.compile(r"epoch [1-4]/4 \| model [12]/2 \(lr 0\.001, l2 0\.0001, [12] min, amp 1\) on worker [01] \| "
-                           r"(train|val) loss \d+\.\d\d acc [01]\.\d\d bal [01]\.\d\d \| (\d+)/32 sub-epochs \| "
+PROGRESS_LINE = re.compile(r"epoch [1-3]/3 \| model [12]/2 \(lr 0\.001, l2 0\.0001, [12] min, amp 1\) on worker [01] \| "
+                           r"(train|val) loss \d+\.\d\d acc [01]\.\d\d bal [01]\.\d\d \| (\d+)/24 sub-epochs \| "
                            r"(ETA (\d+ h \d\d min|\d+ min \d\d s|\d+ s)|done)")
 
 
@@ -55,7 +54,7 @@ def test_writes_every_result_file(selection):
         assert (results / name).is_file(), name
     models = list(csv.DictReader(open(results / "models.csv")))
     history = list(csv.DictReader(open(results / "history.csv")))
-    assert len(models) == 2 and len(history) == 8
+    assert len(models) == 2 and len(history) == 6
     assert sorted(m["win_size"] for m in models) == ["1", "2"]
     for run in models:
         logs = list((results / "runs" / run["run_id"] / "logs").glob("events.out.tfevents.*"))
@@ -65,14 +64,14 @@ def test_writes_every_result_file(selection):
 
 @pytest.mark.slow
 def test_console_shows_progress_and_tables_without_noise(selection):
-    """Every sub-epoch (2 configurations x 2 workers x 4 epochs x train and validation) has its
+    """Every sub-epoch (2 configurations x 2 workers x 3 epochs x train and validation) has its
     line, the epoch tables are there, and no start-up noise from the driver or the executors."""
     _, stdout, stderr = selection
     progress = [PROGRESS_LINE.fullmatch(line) for line in stdout.splitlines() if line.startswith("epoch ")]
-    assert len(progress) == 32 and all(progress), stdout
-    assert [int(match.group(2)) for match in progress] == list(range(1, 33))
+    assert len(progress) == 24 and all(progress), stdout
+    assert [int(match.group(2)) for match in progress] == list(range(1, 25))
     assert progress[-1].group(3) == "done" and progress[0].group(3).startswith("ETA")
-    assert all(f"=== epoch {epoch}/4 done" in stdout for epoch in range(1, 5))
+    assert all(f"=== epoch {epoch}/3 done" in stdout for epoch in range(1, 4))
     for word in NOISE:
         assert word not in stdout and word not in stderr, word
     assert len(stdout.splitlines()) < 70 and len(stderr.splitlines()) <= 1, stderr  # Java's incubator line
@@ -97,7 +96,7 @@ def test_best_run_is_the_best_validation_balanced_accuracy(selection):
     assert summary["best_run_id"] == best["run_id"]
     assert summary["evaluation_metric"] == "val_balanced_accuracy"
     assert summary["value"] == pytest.approx(float(best["val_balanced_accuracy"]))
-    assert summary["workers"] == 2 and summary["epochs"] == 4
+    assert summary["workers"] == 2 and summary["epochs"] == 3
     assert set(summary["sequences_per_epoch"]) == {"1", "2"}
     assert all(c["train"] > c["val"] > 0 for c in summary["sequences_per_epoch"].values())
 
@@ -216,14 +215,20 @@ def check_child_runs(client, children, results, epochs: int) -> None:
 
 @pytest.mark.slow
 def test_mlflow_server_gets_a_parent_and_a_child_run_per_configuration(spark, store, tmp_path):
-    """A real `mlflow server` (SQLite, served artifacts); runs read back with MlflowClient."""
+    """A real `mlflow server` (SQLite, served artifacts); runs read back with MlflowClient. The run is
+    --verbose, which brings cerebro's own lines back."""
     from chap_mop import cerebro_compat
     cerebro_compat.enable()  # TensorFlow with Keras 2, the pyarrow bridge, cerebro's patches
     import tensorflow as tf
     from mlflow_server import mlflow_server
+    from chap_mop.runtime import runtime_env
     with mlflow_server(tmp_path) as uri:
         results = tmp_path / "tracked"
-        tracked_selection(spark, store, results, uri, 2)
+        try:
+            printed = tracked_selection(spark, store, results, uri, 2, verbose=True)
+        finally:
+            runtime_env.configure(False)  # quiet again for the tests after this one
+        assert "Scheduling Model" in printed and "CEREBRO" in printed
         client, parent, children = read_back(uri, results)
         check_child_runs(client, children, results, epochs=2)
         summary = json.loads((results / "summary.json").read_text())
@@ -236,21 +241,6 @@ def test_mlflow_server_gets_a_parent_and_a_child_run_per_configuration(spark, st
         assert model.output_shape[-1] == 2
 
 
-@pytest.mark.slow
-def test_verbose_file_store_run_shows_cerebros_lines(spark, store, tmp_path, monkeypatch):
-    """--verbose brings cerebro's own lines back; a plain file: store takes the same runs."""
-    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 reads its file store only when allowed
-    results, uri = tmp_path / "verbose", (tmp_path / "mlruns").as_uri()
-    try:
-        printed = tracked_selection(spark, store, results, uri, 1, verbose=True)
-    finally:
-        from chap_mop.runtime import runtime_env
-        runtime_env.configure(False)  # quiet again for the tests after this one
-    assert "Scheduling Model" in printed and "CEREBRO" in printed
-    client, _, children = read_back(uri, results)
-    check_child_runs(client, children, results, epochs=1)
-
-
 def test_unreachable_tracking_server_is_one_line_before_training(store, tmp_path):
     from mlflow_server import free_port
     uri = f"http://127.0.0.1:{free_port()}"
@@ -261,15 +251,11 @@ def test_unreachable_tracking_server_is_one_line_before_training(store, tmp_path
 
 
 @pytest.fixture(scope="module")
-def held_out(spark, tmp_path_factory):
-    """A store with a test split and a selection of two window sizes with a 2-member ensemble, in this process."""
-    root = tmp_path_factory.mktemp("held_out")
-    write_demo_dataset(root / "h5", subjects=6, days=1, hours_per_day=4, seed=3)
-    prepare_in_process(spark, root / "h5", root / "store", train_fraction=0.5, test_fraction=0.2)
-    _, printed = select_in_process(spark, root / "store", root / "results", epochs=1, ensemble_size=2,
-                                   search_space={"lr": [0.001], "l2_reg": [0.0001], "win_size": [1, 2],
-                                                 "amp_factor": [1]})
-    return root / "store", root / "results", printed
+def held_out(selection):
+    """The demo's store (3 test subjects) and results (its 2-member ensemble of 1- and 2-minute
+    windows, its test report), and what the selection printed."""
+    results, stdout, _ = selection
+    return results.parent / "petastorm", results, stdout
 
 
 def independent_predictions(store, model) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -315,7 +301,7 @@ def test_test_report_matches_the_saved_models_own_predictions(held_out):
     store, results, stdout = held_out
     report = json.loads((results / "test_report.json").read_text())
     manifest = json.loads((store / "manifest.json").read_text())
-    assert report["subjects"] == len(manifest["splits"]["test"]["subjects"]) == 1
+    assert report["subjects"] == len(manifest["splits"]["test"]["subjects"]) == 3
     best = tf.keras.models.load_model(results / "best_model.h5", custom_objects=CUSTOM_OBJECTS, compile=False)
     assert report["best window"]["confusion_matrix"] == numpy_confusion(independent_predictions(store, best))
 
@@ -327,11 +313,11 @@ def test_test_report_matches_the_saved_models_own_predictions(held_out):
     voted = [(labels, vote(np.stack([member[i][1] for member in per_member])))
              for i, (labels, _) in enumerate(per_member[0])]
     assert report["ensemble window"]["confusion_matrix"] == numpy_confusion(voted)
-    assert "Test (1 subjects never used for selection): best run balanced accuracy" in stdout
+    assert "Test (3 subjects never used for selection): best run balanced accuracy" in stdout
     summary = json.loads((results / "summary.json").read_text())
     assert summary["test"]["best window"] == report["best window"] and summary["ensemble"] == report["ensemble_members"]
     rows = list(csv.DictReader(open(results / "test_per_subject.csv")))
-    assert [row["subject"] for row in rows] == manifest["splits"]["test"]["subjects"]
+    assert sorted(row["subject"] for row in rows) == sorted(manifest["splits"]["test"]["subjects"])
     assert (results / "test_confusion.png").stat().st_size > 0
     assert (results / "report.html").read_text().count("data:image/png;base64,") == 3  # + the confusion matrices
 

@@ -25,7 +25,7 @@ DATA = {"subjects": 16, "days": 1, "hours": 8}  # chap_mop.dev.demo_data's flags
 PREP = {"train_fraction": 0.6, "test_fraction": 0.2, "partitions": 2}  # 9 subjects train, 4 validate, 3 test
 # Short BiLSTM windows give many sequences, so a few epochs take enough steps to learn.
 SEARCH_SPACE = {"lr": [0.001], "l2_reg": [0.0001], "win_size": [1, 2], "amp_factor": [1]}
-SELECTION = {"epochs": 4, "batch_size": 16, "workers": 2}
+SELECTION = {"epochs": 3, "batch_size": 16, "workers": 2}
 PROJECT = Path(__file__).resolve().parents[2]  # the clone that holds the three scripts
 FLOOR = 0.80  # validation and test balanced accuracy per window that the chosen model reaches
 
