@@ -74,8 +74,9 @@ def patch_clean_shutdown() -> None:
     whose (daemon) thread records Spark's reason instead, and still tells cerebro's driver service
     as cerebro does; teardown waits for the job to end, and cancels it first when its workers were
     lost, instead of telling dead workers to finish; a second teardown (cerebro's ``fit`` tears down
-    again on its way out) does nothing, instead of calling workers that have finished. Its tasks run cerebro's worker through
-    :func:`_run_worker_task`, so that executors apply these patches before they unpickle cerebro's code.
+    again on its way out) does nothing, instead of calling workers that have finished. Its tasks run
+    cerebro's worker through :func:`_run_worker_task`, so that executors apply these patches before
+    they unpickle cerebro's code.
     """
     from cerebro.backend.spark import backend as spark_backend
     from pyspark import cloudpickle

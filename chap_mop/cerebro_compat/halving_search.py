@@ -18,15 +18,15 @@ from chap_mop.selection.halving import HalvingPlan, survivors
 class ResumableHalvingSearch(ResumableSearch, GridSearch):
     """Every live configuration trains epoch by epoch in lock step; after an epoch that is a rung
     of its bracket, the bracket's live configurations are ranked by ``val_<metric>`` at that epoch
-    (equal values by validation loss, then training loss, then order) and only the rung's survivors go on. Stopped configurations keep their results.
+    (equal values by validation loss, then training loss, then order) and only the rung's survivors
+    go on. Stopped configurations keep their results. Failed configurations
+    (:class:`ResumableSearch`) leave their bracket: a rung ranks and keeps only those that have not
+    failed.
 
     A cut is saved with its epoch (``stopped_at_rung`` of each stopped configuration in the run
     state), so a resumed run continues the same brackets with the same survivors.
 
     :param plan: brackets and configurations; every other argument is :class:`ResumableSearch`'s.
-    Failed configurations (:class:`ResumableSearch`) leave their bracket: a rung ranks and keeps
-    only the bracket's configurations that have not failed.
-
     """
 
     def __init__(self, *args, plan: HalvingPlan, **kwargs):
@@ -84,6 +84,5 @@ class ResumableHalvingSearch(ResumableSearch, GridSearch):
 
     def _models(self, run_ids: list[str], results: dict, metric: str, epoch: int) -> str:
         """``model 1 (0.8123), model 3 (0.7990)``, numbered as the progress lines number them."""
-        numbers = list(self.run_hyperparameters)
-        return ", ".join(f"model {numbers.index(run_id) + 1} ({results[run_id][metric][epoch - 1]:.4f})"
+        return ", ".join(f"model {self._number(run_id)} ({results[run_id][metric][epoch - 1]:.4f})"
                          for run_id in run_ids)

@@ -93,10 +93,13 @@ class ResumableSearch:
             if bad:
                 self.failed[run_id] = epoch
                 self.run_state.mark_failed(run_id, epoch)
-                numbers = list(self.run_hyperparameters)
-                self.out(f"model {numbers.index(run_id) + 1} ({run_id}, {self.run_hyperparameters[run_id]}) failed in "
+                self.out(f"model {self._number(run_id)} ({run_id}, {self.run_hyperparameters[run_id]}) failed in "
                          f"epoch {epoch}: {', '.join(f'{name} {value}' for name, value in bad.items())}; it trains no "
                          "further and cannot be chosen (a smaller lr usually helps)")
+
+    def _number(self, run_id: str) -> int:
+        """1-based number of a configuration, as the progress lines number them."""
+        return list(self.run_hyperparameters).index(run_id) + 1
 
     def _train_epoch(self, estimators: list, results: dict) -> None:
         """Train and validate ``estimators`` for one epoch, call the epoch listeners, then save the epoch."""

@@ -3,8 +3,8 @@
 Model hopper parallelism trains every live configuration epoch by epoch in lock step, which is
 the shape of synchronous successive halving (Jamieson & Talwalkar, 2016): at each rung, rank the
 configurations by their validation value at that epoch (equal values by validation loss, then
-training loss), keep the best ``ceil(n / eta)``, stop the rest. Hyperband (Li et al., 2018) runs several such brackets, each trading more
-configurations against fewer epochs before the first cut.
+training loss), keep the best ``ceil(n / eta)``, stop the rest. Hyperband (Li et al., 2018) runs
+several such brackets, each trading more configurations against fewer epochs before the first cut.
 
 Here every bracket starts at epoch 0, so the brackets of a Hyperband search train together, in
 one lock step: every epoch trains all live configurations of all brackets, which keeps more

@@ -237,11 +237,14 @@ class RunState:
 
     def mark_stopped(self, run_id: str, rung: int) -> None:
         """Successive halving stopped ``run_id`` at ``rung``; saved with the epoch (:meth:`save_epoch`)."""
-        next(c for c in self.configurations if c["run_id"] == run_id)["stopped_at_rung"] = rung
+        self._entry(run_id)["stopped_at_rung"] = rung
 
     def mark_failed(self, run_id: str, epoch: int) -> None:
         """``run_id``'s loss was not finite after ``epoch``; saved with the epoch (:meth:`save_epoch`)."""
-        next(c for c in self.configurations if c["run_id"] == run_id)["failed_at_epoch"] = epoch
+        self._entry(run_id)["failed_at_epoch"] = epoch
+
+    def _entry(self, run_id: str) -> dict:
+        return next(c for c in self.configurations if c["run_id"] == run_id)
 
     def configuration(self, index: int) -> dict | None:
         return self.configurations[index] if index < len(self.configurations) else None
