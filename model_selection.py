@@ -34,13 +34,15 @@ def main() -> None:
     SEED = None  # initial weights and shuffles; None: random, a number: the same run every time
     MODEL_CACHE_MB = DEFAULT_MODEL_CACHE_MB  # per worker: compiled models kept between hops
     MLFLOW_TRACKING_URI, MLFLOW_EXPERIMENT = None, "chap-model-selection"  # None: no MLflow tracking
+    INIT_FROM = None  # fine-tuning: e.g. "pre-trained-models-pt/CHAP_ALL_ADULTS.pth" or an earlier best_model.h5
+    CLASS_WEIGHTS = None  # loss weight of [sitting, not sitting]; None: equal
 
     chap_select.main(defaults=chap_select.SelectionSettings(
         master=SPARK_MASTER_URL, data=DATA_STORE_PATH, workers=NUM_WORKERS, epochs=NUM_EPOCHS, batch_size=BATCH_SIZE,
         metric=EVALUATION_METRIC, search=SEARCH, samples=NUM_SAMPLES, eta=ETA, min_epochs=MIN_EPOCHS,
         ensemble_size=ENSEMBLE_SIZE, search_space=SEARCH_SPACE, results=RESULTS_DIR, polling_period_s=POLLING_PERIOD_S,
         seed=SEED, model_cache_mb=MODEL_CACHE_MB, mlflow_tracking_uri=MLFLOW_TRACKING_URI,
-        mlflow_experiment=MLFLOW_EXPERIMENT), description=__doc__)
+        mlflow_experiment=MLFLOW_EXPERIMENT, init_from=INIT_FROM, class_weights=CLASS_WEIGHTS), description=__doc__)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 import contextlib
 import datetime
 import fcntl
+import hashlib
 import json
 import os
 import socket
@@ -22,6 +23,15 @@ def local_path(url: str | Path) -> str | None:
     if parsed.scheme not in ("", "file"):
         return None
     return parsed.path if parsed.scheme == "file" else str(url)
+
+
+def sha256_of(path: str | Path) -> str:
+    """The SHA-256 of the file at ``path``, hex, read in 1 MiB pieces."""
+    sha = hashlib.sha256()
+    with open(path, "rb") as file:
+        while chunk := file.read(1 << 20):
+            sha.update(chunk)
+    return sha.hexdigest()
 
 
 def check_writable(folder: str | Path, what: str) -> None:

@@ -9,7 +9,7 @@ from chap_mop.selection.stage import SelectionSettings
 
 
 def search_space(text: str) -> dict:
-    """``--search-space``'s JSON."""
+    """``--search-space``'s JSON (and ``--class-weights``')."""
     try:
         return json.loads(text)
     except ValueError as error:
@@ -31,7 +31,8 @@ def build_parser(defaults: SelectionSettings, description: str | None = None, pr
                              "hyperband: several successive-halving brackets")
     search.add_argument("--search-space", type=search_space, default=json.dumps(defaults.search_space),
                         metavar="JSON", help="each hyper-parameter's values: lr, l2_reg, win_size (minutes), "
-                                             "amp_factor")
+                                             "amp_factor; with --init-from also trainable: all, lstm_head (the "
+                                             "CNN frozen) or head")
     search.add_argument("--samples", type=int, default=defaults.samples,
                         help="configurations for random and tpe; for sha, random draws instead of the grid "
                              f"(default: {defaults.samples or f'{DEFAULT_SAMPLES} for random and tpe, the grid for sha'})")
@@ -50,6 +51,16 @@ def build_parser(defaults: SelectionSettings, description: str | None = None, pr
                         help="seed of every configuration's initial weights and of each sub-epoch's shuffle, so "
                              "that a run repeats exactly (default: "
                              + (str(defaults.seed) if defaults.seed is not None else "unseeded") + ")")
+    search.add_argument("--class-weights", type=search_space, default=defaults.class_weights, metavar="JSON",
+                        help="loss weight of sitting and of not-sitting windows, as DeepPostures' train_model.py "
+                             "has it, e.g. '[1.0, 2.0]' (default: "
+                             + (json.dumps(defaults.class_weights) if defaults.class_weights else "equal") + ")")
+    fine_tuning = parser.add_argument_group("fine-tuning")
+    fine_tuning.add_argument("--init-from", default=defaults.init_from, metavar="PATH",
+                             help="start every configuration from this model's weights: a DeepPostures .pth (e.g. "
+                                  "CHAP_ALL_ADULTS.pth) or a Keras .h5 of this project (e.g. an earlier "
+                                  "best_model.h5); the search space's amp_factor must be the model's (default: "
+                                  + (defaults.init_from or "fresh weights") + ")")
     run = parser.add_argument_group("run")
     run.add_argument("--resume", action="store_true", default=defaults.resume,
                      help="continue the run in --results from its last completed epoch (a larger --epochs extends "

@@ -19,10 +19,13 @@ Dense 2, softmax                                    2
 =========================================  =======  ===========================
 
 5,976,450 parameters at amp 2, 1,725,378 at amp 1.
+
+Fine-tuning freezes layers by role (:mod:`chap_mop.model.roles`, :func:`set_trainable`).
 """
 import tensorflow as tf
 
 from chap_mop.data.schema import AXES, SAMPLES_PER_WINDOW
+from chap_mop.model.roles import ROLES, TRAINABLE
 
 INPUT_NAME = "data"  # cerebro feeds the Petastorm column of the same name into this input
 CONV_LAYERS = [(32, (5, 3)), (64, (5, 1)), (128, (5, 1)), (256, (5, 1)), (256, (5, 1))]
@@ -56,3 +59,34 @@ def build_chap_model(seq_len: int, amp_factor: int, l2_reg: float) -> tf.keras.M
     x = layers.Bidirectional(layers.LSTM(LSTM_UNITS, return_sequences=True, kernel_regularizer=l2))(x)
     outputs = per_window(layers.Dense(NUM_CLASSES, activation="softmax", kernel_regularizer=l2))(x)
     return tf.keras.Model(inputs, outputs, name=f"chap_amp{amp_factor}_T{seq_len}")
+
+
+def chap_layers(model: tf.keras.Model) -> dict[str, tf.keras.layers.Layer]:
+    """The layers of a model from :func:`build_chap_model` by role (:data:`ROLES`); the Conv2D and
+    Dense roles are the TimeDistributed wrappers, whose ``.layer`` holds the weights.
+
+    :raises ValueError: ``model`` is not a CHAP model.
+    """
+    found = {"conv": [], "dense": [], "lstm": []}
+    for layer in model.layers:
+        inner = layer.layer if isinstance(layer, tf.keras.layers.TimeDistributed) else layer
+        for kind, cls in (("conv", tf.keras.layers.Conv2D), ("dense", tf.keras.layers.Dense),
+                          ("lstm", tf.keras.layers.Bidirectional)):
+            if isinstance(inner, cls):
+                found[kind].append(layer)
+    if (len(found["conv"]), len(found["dense"]), len(found["lstm"])) != (len(CONV_LAYERS), 2, 1):
+        raise ValueError(f"{model.name} is not a CHAP model from build_chap_model")
+    return dict(zip(ROLES, [*found["conv"], found["dense"][0], found["lstm"][0], found["dense"][1]]))
+
+
+def amp_factor_of(model: tf.keras.Model) -> int:
+    """The amp factor a CHAP model was built with (its first convolution's filters / 32)."""
+    return chap_layers(model)["conv1"].layer.filters // CONV_LAYERS[0][0]
+
+
+def set_trainable(model: tf.keras.Model, trainable: str) -> None:
+    """Freeze every layer that ``trainable`` (a key of :data:`chap_mop.model.roles.TRAINABLE`) does
+    not train; before ``compile``, so that the optimizer never sees the frozen weights."""
+    trained = TRAINABLE[trainable]
+    for role, layer in chap_layers(model).items():
+        layer.trainable = role in trained

@@ -143,31 +143,19 @@ def load_into(model, state: dict[str, np.ndarray]) -> None:
     :raises InputError: the state_dict is not a CHAP CNN-BiLSTM (:func:`checkpoint_shape`), or its
         amp factor is not the model's.
     """
-    import tensorflow as tf
+    from chap_mop.model.chap_model import amp_factor_of, chap_layers
+    from chap_mop.model.roles import CNN_ROLES
 
     state = _unwrapped(state)
     amp_factor = checkpoint_shape(state)
-    layers = {"conv": [], "dense": [], "lstm": []}
-    for layer in model.layers:
-        inner = layer.layer if isinstance(layer, tf.keras.layers.TimeDistributed) else layer
-        if isinstance(inner, tf.keras.layers.Conv2D):
-            layers["conv"].append(inner)
-        elif isinstance(inner, tf.keras.layers.Dense):
-            layers["dense"].append(inner)
-        elif isinstance(inner, tf.keras.layers.Bidirectional):
-            layers["lstm"].append(inner)
-    if (len(layers["conv"]), len(layers["dense"]), len(layers["lstm"])) != (len(_CONVS), 2, 1):
-        raise ValueError(f"{model.name} is not a CHAP model from build_chap_model")
-    model_amp = layers["conv"][0].filters // _CONVS[0][0]
+    layers = chap_layers(model)
+    model_amp = amp_factor_of(model)
     if model_amp != amp_factor:
         raise InputError(f"the checkpoint has amp factor {amp_factor}, the model {model_amp}")
     weights = _keras_weights(state)
-    for number, conv in enumerate(layers["conv"], start=1):
-        conv.set_weights(weights[f"conv{number}"])
-    bottleneck, head = layers["dense"]
-    bottleneck.set_weights(weights["bottleneck"])
-    head.set_weights(weights["head"])
-    bidirectional = layers["lstm"][0]
+    for role in (*CNN_ROLES, "head"):
+        layers[role].layer.set_weights(weights[role])
+    bidirectional = layers["bilstm"]
     bidirectional.forward_layer.set_weights(weights["forward"])
     bidirectional.backward_layer.set_weights(weights["backward"])
 

@@ -13,6 +13,7 @@ Labels are 0 = sitting, 1 = not sitting; every window of a sequence is labelled 
 import numpy as np
 import tensorflow as tf
 
+from chap_mop.model.losses import WeightedSparseCategoricalCrossentropy
 from chap_mop.model.ranking import NOT_SITTING, SITTING
 
 
@@ -44,7 +45,9 @@ def not_sitting_hits(y_true, y_pred):
 
 
 COUNT_METRICS = [sitting_windows, sitting_hits, not_sitting_windows, not_sitting_hits]
-CUSTOM_OBJECTS = {fn.__name__: fn for fn in COUNT_METRICS}
+# What a saved model needs to load with its compile settings: the metrics, and the weighted loss.
+CUSTOM_OBJECTS = {**{fn.__name__: fn for fn in COUNT_METRICS},
+                  WeightedSparseCategoricalCrossentropy.__name__: WeightedSparseCategoricalCrossentropy}
 DERIVED_METRICS = ("accuracy", "balanced_accuracy")
 
 

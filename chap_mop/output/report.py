@@ -15,14 +15,15 @@ import math
 import os
 from pathlib import Path
 
-from chap_mop.model.ranking import METRIC_COLUMNS, RECORDED_METRICS, configuration_key
+from chap_mop.model.ranking import CLASS_NAMES, METRIC_COLUMNS, RECORDED_METRICS, configuration_key
 from chap_mop.output.plots import confusion_figure, pyplot
 from chap_mop.text import describe, format_duration
 
 LOG_SCALE_CANDIDATES = ("lr", "l2_reg")
 # Keys the summary list shows itself; every other scalar key goes to the settings table.
 SUMMARY_KEYS = {"best_run_id", "hyperparameters", "evaluation_metric", "value", "search", "epochs", "workers",
-                "data_store", "wall_clock_seconds", "resumes", "sequences_per_epoch", "test", "halving"}
+                "data_store", "wall_clock_seconds", "resumes", "sequences_per_epoch", "test", "halving",
+                "start_weights", "class_weights"}
 
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #222; margin: 0; }
@@ -120,12 +121,23 @@ def summary_section(summary: dict) -> str:
              ("Epochs", "epochs", str), ("Workers", "workers", str), ("Data store", "data_store", str),
              ("Wall-clock", "wall_clock_seconds", format_duration), ("Resumes", "resumes", lambda r: str(len(r))),
              ("Sequences per epoch", "sequences_per_epoch", lambda _: sequences),
-             ("Successive halving", "halving", halving_text)]
+             ("Successive halving", "halving", halving_text), ("Start weights", "start_weights", start_text),
+             ("Class weights", "class_weights", lambda weights: ", ".join(
+                 f"{name} {weight:g}" for name, weight in zip(CLASS_NAMES, weights)))]
     pairs = [(label, show(summary[key])) for label, key, show in known if key in summary]
     settings = [(key, format_value(value)) for key, value in summary.items()
                 if key not in SUMMARY_KEYS and (value is None or isinstance(value, (str, int, float, bool)))]
     text = "<h1>Model selection report</h1>\n<h2>Summary</h2>" + key_value_table(pairs)
     return text + ("<h2>Settings</h2>" + key_value_table(settings) if settings else "") + "\n"
+
+
+def start_text(start: dict) -> str:
+    """``random (seed 0)``, or ``/m/CHAP_ALL_ADULTS.pth (DeepPostures state_dict (.pth), amp factor 2,
+    SHA-256 0a1b...)``."""
+    if start.get("from") == "random":
+        return "random" + (f" (seed {start['seed']})" if start.get("seed") is not None else " (unseeded)")
+    return (f"{start.get('from')} ({start.get('format')}, amp factor {start.get('amp_factor')}, "
+            f"SHA-256 {str(start.get('sha256', ''))[:16]}...)")
 
 
 def halving_text(halving: dict) -> str:

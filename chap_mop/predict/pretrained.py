@@ -21,12 +21,12 @@ Why there and not on the executors:
 The digest in the name keeps a different ``.pth`` under the same name from ever being served by
 an earlier conversion, on disk or in an executor's per-process model cache (keyed by path).
 """
-import hashlib
 import os
 from pathlib import Path
 
 from chap_mop.data.schema import WINDOWS_PER_MINUTE
 from chap_mop.errors import InputError
+from chap_mop.files import sha256_of
 
 # DeepPostures' make_predictions.py: each released model's BiLSTM window, minutes
 BILSTM_MINUTES = {"CHAP_A": 9, "CHAP_B": 9, "CHAP_C": 7, "CHAP_ALL_ADULTS": 7, "CHAP_CHILDREN": 3, "CHAP_AUSDIAB": 9}
@@ -35,7 +35,6 @@ CHAP_MEMBERS = {"CHAP_A": "predictions_A", "CHAP_B": "predictions_B", "CHAP_C": 
 NAMES = (*BILSTM_MINUTES, CHAP)
 SUFFIX = ".pth"
 DIGEST_HEX = 16
-_READ_BYTES = 1 << 20
 
 
 def check_names(model: str | None, pretrained_dir: str | None, ensemble: bool = False) -> None:
@@ -102,11 +101,7 @@ def convert(member: str, path: Path):
 
 def digest(path: Path) -> str:
     """The first :data:`DIGEST_HEX` hex digits of the SHA-256 of the file at ``path``."""
-    sha = hashlib.sha256()
-    with open(path, "rb") as file:
-        while chunk := file.read(_READ_BYTES):
-            sha.update(chunk)
-    return sha.hexdigest()[:DIGEST_HEX]
+    return sha256_of(path)[:DIGEST_HEX]
 
 
 def converted_path(out_dir: Path, source: Path) -> Path:

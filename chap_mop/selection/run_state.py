@@ -33,7 +33,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from chap_mop.errors import InputError
-from chap_mop.files import LOCK_NAME, folder_lock
+from chap_mop.files import LOCK_NAME, folder_lock, sha256_of
 
 STATE_NAME = "run_state.json"
 PREVIOUS_STATE_NAME = STATE_NAME + ".prev"
@@ -48,7 +48,8 @@ OUTPUT_PATTERNS = ("validation_*.png",)
 PARTIAL_SUFFIX = ".partial"
 EPOCH_LOG_SUFFIX = ".epoch"  # TensorBoard event files of epoch k end in ".epoch<k>"
 # Settings that must be equal for a run to be resumed: anything else would make a different run.
-RESUME_KEYS = ("manifest_sha256", "search", "search_space", "samples", "batch_size", "metric", "eta", "min_epochs", "seed")
+RESUME_KEYS = ("manifest_sha256", "search", "search_space", "samples", "batch_size", "metric", "eta", "min_epochs",
+               "seed", "init_from_sha256", "class_weights")
 FOREIGN_ENTRIES_SHOWN = 3
 
 
@@ -88,10 +89,6 @@ def _read_state(path: Path) -> dict:
 def manifest_fingerprint(manifest: dict) -> str:
     """SHA-256 of a data store's manifest: a re-prepared store has another."""
     return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
-
-
-def file_digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _now() -> str:
@@ -302,7 +299,7 @@ class RunState:
             digest = None
         else:
             atomic_copy(self.folder / entry["checkpoint"], working_checkpoint)
-            digest = file_digest(working_checkpoint)
+            digest = sha256_of(working_checkpoint)
         self.data["resumes"][-1]["restored"][entry["run_id"]] = digest
         self.save()
 
@@ -325,7 +322,7 @@ class RunState:
         :param models: the saved models (paths relative to the folder), whose SHA-256 the state keeps
             so that a copied, truncated or replaced file is refused when it is loaded.
         """
-        self.data["models"] = {name: file_digest(self.folder / name) for name in models}
+        self.data["models"] = {name: sha256_of(self.folder / name) for name in models}
         self.data["status"] = "complete"
         self.save()  # .prev is now the state before this one, which names the same checkpoints
         self.drop_unnamed_checkpoints()  # so those of the epoch before go
@@ -349,7 +346,7 @@ def saved_model(folder: Path, name: str) -> Path:
         raise ResultsFolderError(f"the run in {folder} is not complete (its models may be half replaced); finish "
                                  "it with model selection's --resume, then predict")
     recorded = state.get("models", {}).get(name)
-    if recorded and file_digest(path) != recorded:
+    if recorded and sha256_of(path) != recorded:
         raise ResultsFolderError(f"{path} is not the model this run saved (its SHA-256 differs from "
                                  f"{STATE_NAME}'s); copy the whole results folder again")
     return path

@@ -6,9 +6,12 @@ setting stops before anything starts.
 import math
 
 from chap_mop.errors import InputError
+from chap_mop.model.roles import TRAINABLE
 from chap_mop.selection.halving import DEFAULT_ETA, HalvingPlan, make_plan
 
 HYPERPARAMETERS = {"lr": float, "l2_reg": float, "win_size": int, "amp_factor": int}
+# Optional, and chosen among names: which layers a fine-tuning configuration trains (--init-from).
+CHOICES = {"trainable": tuple(TRAINABLE)}
 SEARCHES = ("grid", "random", "tpe", "sha", "hyperband")
 DEFAULT_SAMPLES = 8  # configurations drawn by random and tpe when not given
 
@@ -21,20 +24,26 @@ def check_search_space(space: dict) -> dict:
     """
     if not isinstance(space, dict):
         raise InputError(f"search space {space!r}: expected a JSON object of hyper-parameter lists")
-    unknown = sorted(set(space) - set(HYPERPARAMETERS))
+    known = sorted([*HYPERPARAMETERS, *CHOICES])
+    unknown = sorted(set(space) - set(known))
     if unknown:
-        raise InputError(f"unknown hyper-parameter(s) {unknown}; expected names among {sorted(HYPERPARAMETERS)}")
+        raise InputError(f"unknown hyper-parameter(s) {unknown}; expected names among {known}")
     missing = sorted(set(HYPERPARAMETERS) - set(space))
     if missing:
         raise InputError(f"search space lacks {missing}; give each of {sorted(HYPERPARAMETERS)} a list of values")
     for name, values in space.items():
         if not isinstance(values, list) or not values:
             raise InputError(f"hyper-parameter '{name}' has {values!r}; expected a non-empty list of values")
+        if name in CHOICES:
+            if not all(isinstance(v, str) and v in CHOICES[name] for v in values):
+                raise InputError(f"'{name}' has {values!r}; expected a list of names among {list(CHOICES[name])}")
+            continue
         cast = HYPERPARAMETERS[name]
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 and cast(v) == v
                    for v in values):
             raise InputError(f"hyper-parameter '{name}' has {values!r}; expected non-negative {cast.__name__} values")
-    return {name: [HYPERPARAMETERS[name](v) for v in values] for name, values in space.items()}
+    return {name: list(values) if name in CHOICES else [HYPERPARAMETERS[name](v) for v in values]
+            for name, values in space.items()}
 
 
 def plan_search(search: str, space: dict, samples: int | None, eta: int, epochs: int, min_epochs: int | None

@@ -6,21 +6,28 @@ once per epoch (model hopping), then is validated on every partition of the vali
 Successive halving (``sha``) and Hyperband stop the worst configurations at each rung.
 :func:`run_selection` is the stage; ``chap-select`` and ``model_selection.py`` are its command line.
 
-Order of a run: every setting and the store are checked, the results folder is locked for this
-driver and checked and MLflow reached, all before Spark starts; then the epochs; then the best
-model, the ensemble, the test report and the tables. Spark is stopped on every way out (when the
-stage started it) and the lock released.
+Fine-tuning (``init_from``): every configuration starts from a saved CHAP model's weights
+(:mod:`chap_mop.model.start_weights`), and the search space's ``trainable`` chooses which layers
+train.
+
+Order of a run: every setting and the store are checked, the start weights read, the results
+folder is locked for this driver and checked and MLflow reached, all before Spark starts; then
+the epochs; then the best model, the ensemble, the test report and the tables. Spark is stopped
+on every way out (when the stage started it) and the lock released.
 """
 import contextlib
 import functools
 import importlib.util
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from chap_mop.errors import InputError
 from chap_mop.files import check_writable
-from chap_mop.model.ranking import METRIC_COLUMNS, RECORDED_METRICS
+from chap_mop.model.roles import DEFAULT_TRAINABLE
+from chap_mop.model.start_weights import StartWeights, check_amp_factors, file_format, read_start_weights
+from chap_mop.model.ranking import CLASS_NAMES, METRIC_COLUMNS, RECORDED_METRICS
 from chap_mop.runtime import runtime_env
 from chap_mop.selection import run_state
 from chap_mop.selection.epoch_schedule import DEFAULT_POLLING_PERIOD_S
@@ -48,7 +55,11 @@ class SelectionSettings:
     :param samples: configurations for random and tpe (None: 8); for sha, random draws instead of the grid.
     :param eta: sha and hyperband: each rung keeps the best 1/eta.
     :param min_epochs: sha and hyperband: epochs of the first rung (None: derived).
-    :param search_space: hyper-parameter -> list of values (``lr``, ``l2_reg``, ``win_size``, ``amp_factor``).
+    :param search_space: hyper-parameter -> list of values (``lr``, ``l2_reg``, ``win_size``, ``amp_factor``;
+        with ``init_from`` also ``trainable``: ``all``, ``lstm_head`` or ``head``).
+    :param init_from: start every configuration from this model's weights: a DeepPostures ``.pth``
+        or a Keras ``.h5`` of this project (None: fresh weights from ``seed``).
+    :param class_weights: loss weight of sitting and of not sitting windows (None: equal).
     :param ensemble_size: top configurations saved as a majority-vote ensemble (1: none).
     :param resume: continue the run in ``results`` from its last completed epoch.
     :param overwrite: replace the run in ``results`` (only the files the run wrote are removed).
@@ -80,6 +91,8 @@ class SelectionSettings:
     mlflow_tracking_uri: str | None = None
     mlflow_experiment: str = "chap-model-selection"
     verbose: bool = False
+    init_from: str | None = None
+    class_weights: list[float] | None = None
 
 
 @dataclass
@@ -104,6 +117,12 @@ def check_settings(settings: SelectionSettings) -> Plan:
     if not settings.polling_period_s > 0:
         raise InputError(f"--polling-period {settings.polling_period_s}: expected more than 0 seconds")
     space = check_search_space(settings.search_space)
+    if settings.init_from is None and set(space.get("trainable", [DEFAULT_TRAINABLE])) != {DEFAULT_TRAINABLE}:
+        raise InputError(f"trainable {space['trainable']} freezes layers of fresh random weights; it needs --init-from "
+                         "a trained model (or leave trainable out)")
+    if settings.init_from is not None:
+        file_format(settings.init_from)
+    check_class_weights(settings.class_weights)
     configurations, halving = plan_search(settings.search, space, settings.samples, settings.eta, settings.epochs,
                                           settings.min_epochs)
     if settings.ensemble_size < 1:
@@ -115,6 +134,22 @@ def check_settings(settings: SelectionSettings) -> Plan:
         raise InputError(MLFLOW_MISSING)
     samples = settings.samples or (configurations if settings.search in ("random", "tpe") else None)
     return Plan(space, configurations, halving, None if settings.search == "grid" else samples)
+
+
+def check_class_weights(class_weights) -> list[float] | None:
+    """``--class-weights`` as floats: None, or one non-negative finite weight per class (sitting,
+    then not sitting), not all 0.
+
+    :raises InputError: anything else, naming the value.
+    """
+    if class_weights is None:
+        return None
+    if (not isinstance(class_weights, (list, tuple)) or len(class_weights) != len(CLASS_NAMES)
+            or not all(isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) and w >= 0
+                       for w in class_weights) or not any(class_weights)):
+        raise InputError(f"--class-weights {class_weights!r}: expected [{', '.join(CLASS_NAMES)}], "
+                         f"{len(CLASS_NAMES)} non-negative numbers not all 0, e.g. [1.0, 2.0]")
+    return [float(w) for w in class_weights]
 
 
 def sequences_per_epoch(train, val, win_sizes: list[int], num_workers: int) -> dict:
@@ -137,14 +172,22 @@ def sequences_per_epoch(train, val, win_sizes: list[int], num_workers: int) -> d
     return counts
 
 
-def run_settings(settings: SelectionSettings, plan: Plan, manifest: dict) -> dict:
-    """What defines a run, saved in its state; a resume must repeat all of it but ``epochs``."""
+def run_settings(settings: SelectionSettings, plan: Plan, manifest: dict, start: StartWeights | None) -> dict:
+    """What defines a run, saved in its state; a resume must repeat all of it but ``epochs`` (the
+    start weights by their content, wherever the file now is)."""
     halving = settings.search in ("sha", "hyperband")
     return {"data_store": str(Path(settings.data).resolve()),
             "manifest_sha256": run_state.manifest_fingerprint(manifest),
             "search": settings.search, "search_space": plan.space, "samples": plan.samples,
             "batch_size": settings.batch_size, "metric": settings.metric, "epochs": settings.epochs,
-            "seed": settings.seed, **({"eta": settings.eta, "min_epochs": settings.min_epochs} if halving else {})}
+            "seed": settings.seed, **({"eta": settings.eta, "min_epochs": settings.min_epochs} if halving else {}),
+            **({"init_from": start.path, "init_from_sha256": start.sha256} if start else {}),
+            **({"class_weights": check_class_weights(settings.class_weights)} if settings.class_weights else {})}
+
+
+def start_description(start: StartWeights | None, seed: int | None) -> dict:
+    """Where the weights started, for ``summary.json`` and the report."""
+    return start.describe() if start else {"from": "random", "seed": seed}
 
 
 def begin_run(results_dir: Path, earlier: run_state.RunState | None, resume: bool, settings: dict
@@ -161,7 +204,8 @@ def begin_run(results_dir: Path, earlier: run_state.RunState | None, resume: boo
     return run_state.RunState.create(results_dir, settings)
 
 
-def make_search(settings: SelectionSettings, plan: Plan, backend, store, state: run_state.RunState):
+def make_search(settings: SelectionSettings, plan: Plan, backend, store, state: run_state.RunState,
+                start: StartWeights | None = None):
     """The cerebro search object of ``settings``: one of the project's resumable searches."""
     from cerebro.tune import hp_choice
 
@@ -171,7 +215,8 @@ def make_search(settings: SelectionSettings, plan: Plan, backend, store, state: 
 
     common = dict(backend=backend, store=store, search_space={k: hp_choice(v) for k, v in plan.space.items()},
                   estimator_gen_fn=functools.partial(estimator_gen_fn, batch_size=settings.batch_size,
-                                                     seed=settings.seed),
+                                                     seed=settings.seed, start=start,
+                                                     class_weights=check_class_weights(settings.class_weights)),
                   num_epochs=settings.epochs, evaluation_metric=settings.metric, label_columns=LABEL_COLUMNS,
                   # verbose 2: cerebro's lines and Keras' one line per sub-epoch; 0: the project's progress only
                   feature_columns=FEATURE_COLUMNS, verbose=2 if settings.verbose else 0, run_state=state)
@@ -205,8 +250,14 @@ def run_selection(settings: SelectionSettings, spark=None) -> dict | None:
     print(f"Data store {settings.data}: {subjects['train']} train subjects, {train.rows} windows in "
           f"{train.row_groups} row groups; {subjects['validation']} validation subjects, {val.rows} windows in "
           f"{val.row_groups} row groups")
+    start = None
+    if settings.init_from:
+        start = read_start_weights(settings.init_from)
+        check_amp_factors(start, plan.space["amp_factor"])
+        print(f"Start weights: {start.path} ({start.format}, amp factor {start.amp_factor}); trainable layers: "
+              f"{', '.join(plan.space.get('trainable', [DEFAULT_TRAINABLE]))}")
     results_dir = Path(settings.results).resolve()
-    saved = run_settings(settings, plan, manifest)
+    saved = run_settings(settings, plan, manifest, start)
     run_state.open_results_folder(results_dir, settings.resume, settings.overwrite)  # refuses without writing
     check_writable(results_dir, "results folder")
     with run_state.driver_lock(results_dir):  # one driver per results folder, from its checks to the end
@@ -224,11 +275,11 @@ def run_selection(settings: SelectionSettings, spark=None) -> dict | None:
 
         with spark_for(spark, settings.master, "chap-model-selection") as session:
             return _select(settings, plan, session, manifest, train, val, results_dir, saved, earlier, tracker,
-                           started)
+                           started, start)
 
 
 def _select(settings: SelectionSettings, plan: Plan, spark, manifest: dict, train, val, results_dir: Path,
-            saved: dict, earlier, tracker, started: float) -> dict:
+            saved: dict, earlier, tracker, started: float, start: StartWeights | None) -> dict:
     """The run itself, on a running Spark session: the checks that need Spark, the search, the best
     model, the ensemble, the test report and the tables."""
     from cerebro.storage import LocalStore
@@ -267,7 +318,7 @@ def _select(settings: SelectionSettings, plan: Plan, spark, manifest: dict, trai
     backend = HoppingBackend(spark_context=spark.sparkContext, num_workers=num_workers,
                              polling_period=settings.polling_period_s, verbose=int(settings.verbose),
                              model_cache_mb=settings.model_cache_mb, seed=settings.seed)
-    search = make_search(settings, plan, backend, store, state)
+    search = make_search(settings, plan, backend, store, state, start)
     search.run_hyperparameters = {}
     backend.sub_epoch_listeners.append(Progress(
         search.run_hyperparameters, plan.configurations, num_workers, settings.epochs,
@@ -300,6 +351,8 @@ def _select(settings: SelectionSettings, plan: Plan, spark, manifest: dict, trai
         "wall_clock_seconds": state.data["wall_clock_seconds"], "resumes": state.data["resumes"],
         "sequences_per_epoch": {str(win): counts for win, counts in sequences.items()},
         "data_store": settings.data, "best_model": best_path.name,  # relative: the folder can move
+        "start_weights": start_description(start, settings.seed),
+        **({"class_weights": saved["class_weights"]} if "class_weights" in saved else {}),
     }
     if search.failed:
         summary["failed"] = {run_id: {"epoch": epoch, "hyperparameters": result.run_hyperparameters[run_id]}
