@@ -16,10 +16,13 @@ import pytest
 
 from chap_mop.dev import local_cluster
 from chap_mop.dev.demo_data import write_demo_dataset
+from chap_mop.model import deeppostures
 from conftest import TrackedScript, local_standalone_cluster
+from test_pretrained import random_state, write_state_dict
 
 # Two configurations of amp_factor 1: amp 2 trains 8 times slower, and the cluster path does not depend on it.
 GRID = '{"lr": [0.001], "l2_reg": [0.001, 0.0001], "win_size": [1], "amp_factor": [1]}'
+FINE_TUNING = GRID.replace("}", ', "trainable": ["lstm_head"]}')
 SCRIPT_TIMEOUT_S = 300  # a script that runs longer than this on the tiny demo data hangs
 WORKER_LOSS_BOUND_S = 180  # from killing a worker to model_selection.py's exit
 TRAINING_STARTED = " sub-epochs | "  # the first progress line: one sub-epoch done, the others training
@@ -67,15 +70,20 @@ def select(scripts, cluster, work: Path, results: str, epochs: int, extra: list[
                                           "--search-space", GRID, *extra], work, work / f"{results}.log")
 
 
-def test_both_scripts_run_successive_halving_on_a_standalone_cluster(cluster, scripts, work):
-    """prep, then a successive-halving selection of 2 configurations x 2 epochs (eta 2) on 2 workers:
-    the cluster's processes listen on 127.0.0.1 only, the executors write the checkpoints into the
-    shared results folder, rung 1 keeps one configuration and a worker idles in epoch 2. (Hyperband's
-    brackets are the same machinery: test_halving runs them on local Spark.)"""
+def test_both_scripts_run_successive_halving_fine_tuning_on_a_standalone_cluster(cluster, scripts, work):
+    """prep, then a successive-halving selection of 2 configurations x 2 epochs (eta 2) on 2 workers,
+    fine-tuning a DeepPostures-format checkpoint that only the driver reads, its CNN frozen, with class
+    weights: the cluster's processes listen on 127.0.0.1 only, the executors write the checkpoints into
+    the shared results folder, rung 1 keeps one configuration and a worker idles in epoch 2, and each
+    configuration (each started on its own worker) ends with the checkpoint's CNN and its own BiLSTM.
+    (Hyperband's brackets are the same machinery: test_halving runs them on local Spark.)"""
     manifest = json.loads((work / "store" / "manifest.json").read_text())
     assert manifest["splits"]["train"]["row_groups"] >= 2 and manifest["splits"]["validation"]["row_groups"] >= 2
+    write_state_dict(work / "CUSTOM_MODEL.pth", random_state())  # amp 1, DeepPostures' layout
 
-    selection = select(scripts, cluster, work, "sha", epochs=2, extra=["--search", "sha", "--eta", "2"])
+    selection = select(scripts, cluster, work, "sha", epochs=2,
+                       extra=["--search", "sha", "--eta", "2", "--init-from", "CUSTOM_MODEL.pth",
+                              "--class-weights", "[1, 2]", "--search-space", FINE_TUNING])
     selection.wait_for_log(TRAINING_STARTED, SCRIPT_TIMEOUT_S)
     # While the workers train: the daemons, executors, driver and cerebro's services listen on 127.0.0.1 only.
     selection.sample_tree()
@@ -95,6 +103,11 @@ def test_both_scripts_run_successive_halving_on_a_standalone_cluster(cluster, sc
     assert "epoch 2/2: 1 live configuration on 2 workers, 1 idle" in selection.output()
     # The executors, not the driver, wrote the checkpoints: into the shared results folder.
     assert all(any((results / "runs" / m["run_id"]).glob("*.h5")) for m in models)
+    assert summary["start_weights"]["from"] == str(work / "CUSTOM_MODEL.pth") and summary["class_weights"] == [1, 2]
+    from test_fine_tuning import changed_roles, checkpoint_of, role_weights  # TensorFlow, in this test only
+    start = role_weights(deeppostures.build_from_checkpoint(work / "CUSTOM_MODEL.pth", 6))
+    for model in models:
+        assert changed_roles(start, role_weights(checkpoint_of(results, model))) == {"bilstm", "head"}
 
 
 def test_losing_a_worker_ends_model_selection_with_a_clear_error(cluster, scripts, work):
