@@ -32,13 +32,15 @@ class StartWeights:
     """A CHAP model's weights, read once.
 
     :param path: absolute path of the file they came from.
-    :param weights: arrays in the order of ``build_chap_model(...).get_weights()``.
+    :param weights: each layer role's arrays (:data:`chap_mop.model.roles.ROLES`), as the layer's
+        ``get_weights()`` gives them. By role, not in the model's order: a model with frozen layers
+        lists its trainable weights first.
     """
     path: str
     format: str
     amp_factor: int
     sha256: str
-    weights: tuple[np.ndarray, ...]
+    weights: dict[str, list[np.ndarray]]
 
     def describe(self) -> dict:
         """What ``summary.json`` and the run state record of them."""
@@ -75,9 +77,10 @@ def read_start_weights(path: str | Path) -> StartWeights:
         model = build_from_checkpoint(path, _ANY_WINDOWS)
     else:
         model = _load_keras(path)
-    from chap_mop.model.chap_model import amp_factor_of
+    from chap_mop.model.chap_model import amp_factor_of, chap_layers
     return StartWeights(str(path), kind, amp_factor_of(model), sha256_of(path),
-                        tuple(np.asarray(w) for w in model.get_weights()))
+                        {role: [np.asarray(w) for w in layer.get_weights()]
+                         for role, layer in chap_layers(model).items()})
 
 
 def _load_keras(path: Path):
@@ -111,5 +114,7 @@ def check_amp_factors(start: StartWeights, amp_factors: list[int]) -> None:
 
 def apply(model, start: StartWeights) -> None:
     """Give a model from :func:`chap_mop.model.chap_model.build_chap_model` (any sequence length,
-    the same amp factor) the start weights."""
-    model.set_weights(list(start.weights))
+    the same amp factor) the start weights, layer by layer."""
+    from chap_mop.model.chap_model import chap_layers
+    for role, layer in chap_layers(model).items():
+        layer.set_weights(start.weights[role])

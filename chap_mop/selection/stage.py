@@ -97,11 +97,13 @@ class SelectionSettings:
 
 @dataclass
 class Plan:
-    """A checked run: the search space cast to types, configuration count and halving brackets."""
+    """A checked run: the search space cast to types, configuration count, halving brackets, and
+    the class weights as floats."""
     space: dict
     configurations: int
     halving: HalvingPlan | None
     samples: int | None
+    class_weights: list[float] | None = None
 
 
 def check_settings(settings: SelectionSettings) -> Plan:
@@ -122,7 +124,7 @@ def check_settings(settings: SelectionSettings) -> Plan:
                          "a trained model (or leave trainable out)")
     if settings.init_from is not None:
         file_format(settings.init_from)
-    check_class_weights(settings.class_weights)
+    class_weights = check_class_weights(settings.class_weights)
     configurations, halving = plan_search(settings.search, space, settings.samples, settings.eta, settings.epochs,
                                           settings.min_epochs)
     if settings.ensemble_size < 1:
@@ -133,7 +135,7 @@ def check_settings(settings: SelectionSettings) -> Plan:
     if settings.mlflow_tracking_uri and importlib.util.find_spec("mlflow") is None:
         raise InputError(MLFLOW_MISSING)
     samples = settings.samples or (configurations if settings.search in ("random", "tpe") else None)
-    return Plan(space, configurations, halving, None if settings.search == "grid" else samples)
+    return Plan(space, configurations, halving, None if settings.search == "grid" else samples, class_weights)
 
 
 def check_class_weights(class_weights) -> list[float] | None:
@@ -182,7 +184,7 @@ def run_settings(settings: SelectionSettings, plan: Plan, manifest: dict, start:
             "batch_size": settings.batch_size, "metric": settings.metric, "epochs": settings.epochs,
             "seed": settings.seed, **({"eta": settings.eta, "min_epochs": settings.min_epochs} if halving else {}),
             **({"init_from": start.path, "init_from_sha256": start.sha256} if start else {}),
-            **({"class_weights": check_class_weights(settings.class_weights)} if settings.class_weights else {})}
+            **({"class_weights": plan.class_weights} if plan.class_weights else {})}
 
 
 def start_description(start: StartWeights | None, seed: int | None) -> dict:
@@ -216,7 +218,7 @@ def make_search(settings: SelectionSettings, plan: Plan, backend, store, state: 
     common = dict(backend=backend, store=store, search_space={k: hp_choice(v) for k, v in plan.space.items()},
                   estimator_gen_fn=functools.partial(estimator_gen_fn, batch_size=settings.batch_size,
                                                      seed=settings.seed, start=start,
-                                                     class_weights=check_class_weights(settings.class_weights)),
+                                                     class_weights=plan.class_weights),
                   num_epochs=settings.epochs, evaluation_metric=settings.metric, label_columns=LABEL_COLUMNS,
                   # verbose 2: cerebro's lines and Keras' one line per sub-epoch; 0: the project's progress only
                   feature_columns=FEATURE_COLUMNS, verbose=2 if settings.verbose else 0, run_state=state)
@@ -352,7 +354,7 @@ def _select(settings: SelectionSettings, plan: Plan, spark, manifest: dict, trai
         "sequences_per_epoch": {str(win): counts for win, counts in sequences.items()},
         "data_store": settings.data, "best_model": best_path.name,  # relative: the folder can move
         "start_weights": start_description(start, settings.seed),
-        **({"class_weights": saved["class_weights"]} if "class_weights" in saved else {}),
+        **({"class_weights": plan.class_weights} if plan.class_weights else {}),
     }
     if search.failed:
         summary["failed"] = {run_id: {"epoch": epoch, "hyperparameters": result.run_hyperparameters[run_id]}
