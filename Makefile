@@ -9,7 +9,7 @@ DATA := data
 setup: $(VENV)/.installed
 
 # The package, editable, with the extras the tests need, at the versions of the lock (requirements.txt).
-$(VENV)/.installed: requirements.txt pyproject.toml tools/check_system.py
+$(VENV)/.installed: requirements.txt pyproject.toml setup.py chap_mop/data/chap_mop_bridge.pth tools/check_system.py
 	@$(PYTHON) tools/check_system.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip

@@ -195,3 +195,42 @@ def test_services_bind_to_spark_local_ip(monkeypatch):
         assert service._server.socket.getsockname()[0] == "127.0.0.1"  # cerebro's own: "0.0.0.0"
     finally:
         service.shutdown()
+
+
+def test_the_project_reader_serves_only_the_projects_stores(store, tmp_path):
+    """A store that prep wrote gets the project's shard readers; any other Parquet dataset, or a remote
+    one, keeps cerebro's Petastorm readers; on the executor, the dataset follows the reader's type."""
+    import functools
+    import types
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from cerebro.backend.spark import backend
+    from chap_mop.cerebro_compat import data_path
+    from chap_mop.data.data_store import is_window_split
+    (tmp_path / "other").mkdir()
+    pq.write_table(pa.table({"features": [[1.0, 2.0]], "label": [1.0]}), tmp_path / "other" / "part-0.parquet")
+    assert is_window_split(str(store / "train_data")) and is_window_split((store / "train_data").as_uri())
+    assert not is_window_split(str(tmp_path / "other")) and not is_window_split("hdfs://namenode/store/train_data")
+    assert not is_window_split(str(tmp_path / "missing"))
+    assert backend._data_readers_fn is data_path.shard_readers_fn
+
+    def readers_fn(train):
+        remote = types.SimpleNamespace(train_data_path=train, val_data_path="")
+        return backend._data_readers_fn(remote, 2, None, 1000.0, 0, "thread", 1)
+
+    assert readers_fn(str(store / "train_data")).func is data_path._shard_readers
+    assert readers_fn(str(tmp_path / "other")).__qualname__ == "_data_readers_fn.<locals>._data_readers"
+    # the executor's side, as cerebro's worker (reader, transformation) and the project's hop (and a seed) call it
+    from chap_mop.data.shard_reader import ShardReader
+    from chap_mop.data.windows import make_transformation_fn, sequence_length
+    calls = []
+    dataset_for = functools.partial(
+        data_path._dataset_for, theirs=lambda *args: calls.append(args),
+        ours=functools.partial(data_path.sub_epoch_dataset, batch_size=4, prep_fn=lambda batch: batch["label"]))
+    dataset_for("a Petastorm reader", None)
+    assert calls == [("a Petastorm reader", None)]
+    reader = ShardReader(str(store / "train_data"), 0, 2)
+    transformation = make_transformation_fn(sequence_length(1), shuffle_buffer=16)
+    seeded = [np.concatenate(list(dataset_for(reader, transformation, seed=3).as_numpy_iterator())) for _ in range(2)]
+    assert len(seeded[0]) > 0 and np.array_equal(*seeded)

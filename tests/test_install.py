@@ -75,6 +75,16 @@ def test_the_core_install_has_the_three_programs_and_no_mlflow(core, tmp_path):
     assert run([core / "python", "-c", "import mlflow"]).returncode == 1
 
 
+def test_the_core_install_bridges_petastorm_in_any_process(core, tmp_path):
+    """The wheel puts chap_mop_bridge.pth at the top of site-packages: a bare import of Petastorm works
+    in any Python of the environment, as in Spark's Python workers."""
+    site = run([core / "python", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip()
+    assert (Path(site) / "chap_mop_bridge.pth").is_file()
+    imported = run([core / "python", "-c", "import petastorm, sys; print('pyarrow.filesystem' in sys.modules)"],
+                   cwd=tmp_path)
+    assert imported.returncode == 0 and imported.stdout.strip() == "True", imported.stderr[-2000:]
+
+
 def test_tracking_without_the_mlflow_extra_is_one_line_before_spark(core, tmp_path):
     stopped = run([core / "chap-select", "--store", tmp_path / "store", "--mlflow-tracking-uri", "http://127.0.0.1:5000"],
                   cwd=tmp_path)

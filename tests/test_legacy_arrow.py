@@ -1,5 +1,7 @@
 """The bridge of pyarrow's and NumPy's removed pieces (chap_mop.data.legacy_arrow) on the pinned stack: each
 bridged piece used as Petastorm or cerebro uses it, on a real store written by prep_petastorm_data.py."""
+import os
+import pickle
 import subprocess
 import sys
 
@@ -9,6 +11,7 @@ import pytest
 
 from chap_mop import cerebro_compat
 cerebro_compat.enable()  # TensorFlow with Keras 2, the pyarrow bridge, cerebro's patches
+from chap_mop.data import legacy_arrow
 from chap_mop.data.data_store import read_split
 from chap_mop.data.schema import TRAIN_DIR, VAL_DIR
 from tests.conftest import PROJECT
@@ -18,12 +21,38 @@ def python(code: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code], cwd=PROJECT, capture_output=True, text=True, timeout=300)
 
 
-def test_petastorm_and_cerebro_import_only_through_the_bridge():
-    without = python("import petastorm")
+def test_petastorm_and_cerebro_import_in_any_process_through_the_installed_hook():
+    """The package's ``.pth`` registers the hook when Python starts: a bare ``import petastorm`` works in
+    any process of the environment, and cerebro's import chooses Keras 2; without the hook it fails."""
+    env = {name: value for name, value in os.environ.items() if name != "TF_USE_LEGACY_KERAS"}
+    bare = subprocess.run([sys.executable, "-c", "import os, sys; import petastorm, petastorm.hdfs.namenode, "
+                           "cerebro.backend.spark.util; print(os.environ.get('TF_USE_LEGACY_KERAS'), "
+                           "'pyarrow.filesystem' in sys.modules)"],
+                          cwd="/", env=env, capture_output=True, text=True, timeout=300)
+    assert bare.returncode == 0 and bare.stdout.split() == ["1", "True"], bare.stderr[-2000:]
+    without = python("import sys; sys.meta_path[:] = [f for f in sys.meta_path if type(f).__name__ != "
+                     "'BridgeOnImport']; import petastorm")
     assert without.returncode == 1 and "No module named 'pyarrow.filesystem'" in without.stderr
-    bridged = python("from chap_mop.data import legacy_arrow; legacy_arrow.install(); "
-                     "import petastorm, petastorm.hdfs.namenode, cerebro.backend.spark.util")
-    assert bridged.returncode == 0, bridged.stderr[-2000:]
+
+
+def test_importing_numpy_or_pyarrow_alone_installs_nothing():
+    done = python("import sys, numpy, pyarrow; assert 'pyarrow.filesystem' not in sys.modules; "
+                  "assert not hasattr(pyarrow, 'localfs'); assert 'chap_mop.data.legacy_arrow' not in sys.modules")
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_the_bridge_pickles_by_reference(tmp_path):
+    """cloudpickle ships the bridged ``pq`` and Petastorm's local file system factory to Spark's Python
+    workers as references into this package, which the worker imports as it unpickles them."""
+    import petastorm.reader
+    from petastorm.fs_utils import FilesystemResolver
+    from pyspark import cloudpickle
+    bridged = petastorm.reader.pq
+    assert pickle.loads(cloudpickle.dumps(bridged)) is bridged
+    factory = FilesystemResolver(tmp_path.as_uri()).filesystem_factory()
+    payload = cloudpickle.dumps(factory)
+    assert b"chap_mop.data.legacy_arrow" in payload
+    assert isinstance(pickle.loads(payload)(), legacy_arrow.LocalFileSystem)
 
 
 def test_petastorm_reads_the_store_through_the_legacy_dataset(store):

@@ -18,13 +18,19 @@ and applies every patch:
 * :mod:`.halving_search` successive halving and Hyperband on model hopping (a subclass of those).
 
 The stages call :func:`enable` on the driver; cerebro's worker tasks call it on each executor before
-they unpickle cerebro's code (:func:`chap_mop.cerebro_compat.faults.patch_clean_shutdown`). Import
+they unpickle cerebro's code (:func:`chap_mop.cerebro_compat.faults.patch_clean_shutdown`). A user of
+cerebro-dl's own API (``SparkBackend``, ``GridSearch`` on a DataFrame, ...) calls
+:func:`chap_mop.enable_cerebro`, which is :func:`enable_for_cerebro_api`: :func:`enable`, plus what
+the Python workers of a SparkSession the user starts need. Every patch keeps cerebro's behaviour on
+stores that are not the project's (:mod:`.data_path` chooses by the store's schema). Import
 the submodules only after it. The patches are written against cerebro-dl 1.1.1 exactly: on any
 other version :func:`enable` stops with a message instead of half-applying them.
 """
 import importlib.metadata
+import os
+import sys
 
-from chap_mop.data import legacy_arrow
+from chap_mop.data import bridge_on_import, legacy_arrow
 from chap_mop.runtime import runtime_env
 
 CEREBRO_VERSION = "1.1.1"
@@ -67,3 +73,23 @@ def apply_patches() -> None:
     faults.patch_worker_loss()
     data_path.patch_data_path()
 
+
+
+def enable_for_cerebro_api() -> None:
+    """:func:`enable`, and Spark Python workers that can run cerebro's own code, whoever starts Spark.
+
+    The workers must run this environment's Python, where the package's ``.pth`` hook
+    (:mod:`chap_mop.data.bridge_on_import`) bridges pyarrow as they import Petastorm:
+    ``PYSPARK_PYTHON`` is set to this interpreter unless it is set already (Spark's default,
+    ``python3`` on the ``PATH``, is often another environment's). They need Keras 2 as ``tf.keras``:
+    :func:`chap_mop.runtime.runtime_env.executor_env` goes into this process's environment, which a
+    SparkSession started later passes on to local workers, and into the environment of a
+    SparkContext already running, which Spark sends with every Python function it runs.
+    """
+    bridge_on_import.register()  # this process, also when the package runs from a source tree
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    enable()
+    from pyspark import SparkContext
+    context = SparkContext._active_spark_context
+    if context is not None:
+        context.environment.update(runtime_env.executor_env())

@@ -1,4 +1,5 @@
-"""The data path of cerebro's workers: the project's shard reader and dataset instead of Petastorm's.
+"""The data path of cerebro's workers: the project's shard reader and dataset instead of Petastorm's,
+for the stores this project's prep writes.
 
 cerebro builds each worker's readers with Petastorm's ``make_reader`` (rows decoded one by one in
 Python, then pickled into a local-disk cache) and feeds Keras through ``make_petastorm_dataset``:
@@ -7,7 +8,11 @@ replaced; the readers are :class:`chap_mop.data.shard_reader.ShardReader` (the s
 ``i % n == w``, in order) and the dataset is the estimator's ``transformation_fn`` applied to the
 reader (:func:`chap_mop.data.windows.make_transformation_fn`), batched and prefetched, tf.data's
 autotuning off (:func:`fixed_pipeline_options`). The visits that use them are scheduled by
-:mod:`chap_mop.cerebro_compat.hopping`.
+:mod:`chap_mop.cerebro_compat.hopping`. The project's reader understands one format, the windows of
+:data:`chap_mop.data.schema.WINDOW_ARROW_SCHEMA`; any other store (a DataFrame that cerebro's own
+``prepare_data`` wrote) keeps cerebro's readers and dataset, through the bridge of
+:mod:`chap_mop.data.legacy_arrow`: the choice is made on the driver from the training split's schema
+(:func:`chap_mop.data.data_store.is_window_split`), and on the executor from the reader's type.
 
 The driver's look at the store (rows, column types, bytes per row) is the project's too:
 cerebro's ``get_simple_meta_from_parquet`` reads it through pyarrow's legacy ``ParquetDataset``
@@ -19,8 +24,11 @@ import os
 import pyarrow.parquet as pq
 import tensorflow as tf
 
-from chap_mop.data.data_store import local_path
+from chap_mop.data.data_store import is_window_split, local_path
 from chap_mop.data.shard_reader import ShardReader, row_groups
+
+# cerebro's own functions that patch_data_path replaces, kept for the stores that are not the project's
+_CEREBRO: dict[str, object] = {}
 
 def _shard_readers(train_path: str, val_path: str, shard_count: int, index: int
                    ) -> tuple[ShardReader, ShardReader | None]:
@@ -31,7 +39,11 @@ def _shard_readers(train_path: str, val_path: str, shard_count: int, index: int
 
 def shard_readers_fn(remote_store, shard_count: int, schema_fields, avg_row_size, cache_size_limit, pool_type,
                      num_readers):
-    """cerebro's ``_data_readers_fn`` signature; reader pool, cache and row size no longer apply."""
+    """cerebro's ``_data_readers_fn``: the project's readers of a window store (reader pool, cache and
+    row size no longer apply), cerebro's Petastorm readers of any other."""
+    if not is_window_split(remote_store.train_data_path):
+        return _CEREBRO["data_readers_fn"](remote_store, shard_count, schema_fields, avg_row_size, cache_size_limit,
+                                           pool_type, num_readers)
     return functools.partial(_shard_readers, remote_store.train_data_path, remote_store.val_data_path, shard_count)
 
 
@@ -59,12 +71,24 @@ def sub_epoch_dataset(reader: ShardReader, transformation_fn, batch_size: int, p
     return dataset.with_options(fixed_pipeline_options())
 
 
+def _dataset_for(reader, transformation_fn, seed: int | None = None, *, ours, theirs) -> tf.data.Dataset:
+    """*Executor side*: the sub-epoch's dataset of a :class:`ShardReader` (``ours``), or of cerebro's
+    Petastorm reader (``theirs``, which shuffles in its ``transformation_fn``)."""
+    if isinstance(reader, ShardReader):
+        return ours(reader, transformation_fn, seed=seed)
+    return theirs(reader, transformation_fn)
+
+
 def make_dataset_fn(feature_columns, label_columns, metadata, input_shapes, output_shapes, input_names,
                     output_names, batch_size):
-    """cerebro's ``TFKerasUtil.make_dataset_fn`` signature, for readers of :mod:`chap_mop.data.shard_reader`."""
+    """cerebro's ``TFKerasUtil.make_dataset_fn``: :func:`sub_epoch_dataset` for readers of
+    :mod:`chap_mop.data.shard_reader`, cerebro's own dataset for its Petastorm readers."""
     from cerebro.keras.spark.util import _prep_data_fn
     prep_fn = _prep_data_fn(False, input_names, label_columns, input_shapes, output_shapes, output_names)
-    return functools.partial(sub_epoch_dataset, batch_size=batch_size, prep_fn=prep_fn)
+    theirs = _CEREBRO["make_dataset_fn"](feature_columns, label_columns, metadata, input_shapes, output_shapes,
+                                         input_names, output_names, batch_size)
+    return functools.partial(_dataset_for, ours=functools.partial(sub_epoch_dataset, batch_size=batch_size,
+                                                                  prep_fn=prep_fn), theirs=theirs)
 
 
 def _rows_and_bytes(split_dir: str) -> tuple[int, int]:
@@ -99,11 +123,14 @@ def store_metadata(store, schema_cols: list[str], dataset_idx=None) -> tuple[int
 
 
 def patch_data_path() -> None:
-    """Give cerebro's workers the project's shard readers and their tf.data pipeline, and its driver
-    the project's look at the store."""
+    """Give cerebro's workers the project's shard readers and their tf.data pipeline on the project's
+    stores, and its driver the project's look at any store (idempotent)."""
     from cerebro.backend.spark import backend
     from cerebro.backend.spark import util as spark_util
     from cerebro.keras.spark.util import TFKerasUtil
+    if backend._data_readers_fn is shard_readers_fn:
+        return
+    _CEREBRO.update(data_readers_fn=backend._data_readers_fn, make_dataset_fn=TFKerasUtil.make_dataset_fn)
     backend._data_readers_fn = shard_readers_fn
     TFKerasUtil.make_dataset_fn = staticmethod(make_dataset_fn)
     spark_util.get_simple_meta_from_parquet = store_metadata

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 
 from chap_mop import files
 from chap_mop.errors import InputError
-from chap_mop.data.schema import MANIFEST_NAME, TEST_DIR, TRAIN_DIR, VAL_DIR
+from chap_mop.data.schema import MANIFEST_NAME, TEST_DIR, TRAIN_DIR, VAL_DIR, WINDOW_ARROW_SCHEMA
 from chap_mop.data.shard_reader import row_groups
 from chap_mop.data.windows import count_sequences
 
@@ -56,6 +56,22 @@ def local_path(url: str) -> str:
     if path is None:
         raise DataStoreError(f"{url}: only local or shared (NFS) paths are supported for the data store")
     return path
+
+
+def is_window_split(url: str) -> bool:
+    """Whether ``url`` is a split this project's prep wrote: a local or shared folder whose first
+    Parquet file has the columns and types of :data:`WINDOW_ARROW_SCHEMA` (its footer only); any other
+    dataset, or a remote URL, is not."""
+    path = files.local_path(url)
+    if path is None:
+        return False
+    try:
+        groups = row_groups(path)
+        schema = pq.read_schema(groups[0].path) if groups else None
+    except (OSError, pa.ArrowInvalid):
+        return False
+    return schema is not None and [(field.name, field.type) for field in schema] == \
+        [(field.name, field.type) for field in WINDOW_ARROW_SCHEMA]
 
 
 def read_manifest(store: str) -> dict:

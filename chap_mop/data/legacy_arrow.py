@@ -11,7 +11,9 @@ so the project bridges what it runs of them instead of capping pyarrow at 14 and
   ``metadata_nthreads=``, ``.pieces``, ``.paths``, ``.fs``, ``.common_metadata``, ``.partitions``)
   and ``ParquetDatasetPiece``: :class:`LegacyParquetDataset` and :class:`ParquetDatasetPiece` give
   them those on top of today's ``pyarrow.parquet``, in Petastorm's modules only;
-* Petastorm's Unischema maps ``np.string_`` and ``np.unicode_``, removed in NumPy 2.
+* Petastorm's Unischema maps ``np.string_`` and ``np.unicode_``, removed in NumPy 2;
+* Petastorm's file system factory of a local dataset, a lambda that Spark workers cannot run without
+  the bridge, is a function of this module (:func:`local_filesystem`).
 
 Covered: datasets on a local or shared file system, read by Petastorm's ``make_reader`` and
 ``make_batch_reader`` with the dummy or thread pool, and Petastorm's metadata tools. Not covered:
@@ -19,9 +21,10 @@ Covered: datasets on a local or shared file system, read by Petastorm's ``make_r
 datasets, and Petastorm's process pool, whose child processes do not run this module.
 
 :func:`install` must run before Petastorm or cerebro is imported: :mod:`chap_mop.cerebro_compat` and
-:mod:`chap_mop.data.petastorm_metadata` call it first, so the driver and every Spark Python worker that
-runs the project's code have it. It is idempotent, and does nothing that the installed pyarrow and
-NumPy still provide.
+:mod:`chap_mop.data.petastorm_metadata` call it first, and in an environment where the package is
+installed, :mod:`chap_mop.data.bridge_on_import` runs it in any process (a Spark Python worker that
+unpickles cerebro's code) as Petastorm is imported. It is idempotent, and does nothing that the
+installed pyarrow and NumPy still provide.
 """
 import os
 import shutil
@@ -165,12 +168,28 @@ class LegacyParquetDataset:
 
 
 class _LegacyParquetModule(types.ModuleType):
-    """``pyarrow.parquet`` as Petastorm's modules see it: the legacy dataset and piece, the rest as is."""
+    """``pyarrow.parquet`` as Petastorm's modules see it: the legacy dataset and piece, the rest as is.
+
+    It pickles as a call of :func:`legacy_parquet_module`: cloudpickle captures it with the globals
+    of a function it pickles by value (cerebro's closures that call Petastorm), and a module object
+    of a subclass has no pickling of its own.
+    """
     ParquetDataset = LegacyParquetDataset
     ParquetDatasetPiece = ParquetDatasetPiece
 
     def __getattr__(self, name: str):
         return getattr(pq, name)
+
+    def __reduce__(self):
+        return legacy_parquet_module, ()
+
+
+_LEGACY_PARQUET = _LegacyParquetModule("pyarrow.parquet")
+
+
+def legacy_parquet_module() -> _LegacyParquetModule:
+    """The one ``pyarrow.parquet`` of Petastorm's modules in this process."""
+    return _LEGACY_PARQUET
 
 
 def _missing(module_name: str) -> bool:
@@ -207,15 +226,50 @@ def _install_numpy_aliases() -> None:
 
 def _install_parquet_dataset() -> None:
     """Give Petastorm's modules the legacy ``ParquetDataset`` and ``ParquetDatasetPiece``."""
-    legacy = _LegacyParquetModule("pyarrow.parquet")
     for name in PETASTORM_PARQUET_USERS:
         __import__(name)
-        sys.modules[name].pq = legacy
+        sys.modules[name].pq = _LEGACY_PARQUET
+
+
+def local_filesystem() -> LocalFileSystem:
+    """``pyarrow.localfs``, bridged in whichever process calls it (a Spark Python worker that unpickled
+    a Petastorm file system factory without importing Petastorm)."""
+    _install_modules()
+    return pa.localfs
+
+
+def _install_filesystem_factory() -> None:
+    """Petastorm's file system factory of a local dataset as :func:`local_filesystem`.
+
+    ``FilesystemResolver`` makes it as ``lambda: pyarrow.localfs``, which cloudpickle ships by value
+    to the Spark workers of Petastorm's metadata jobs: there, unpickling a lambda imports only
+    pyarrow, which has no ``localfs``. A module function pickles by reference, so unpickling it
+    imports this module first.
+    """
+    from petastorm import fs_utils
+    resolver = fs_utils.FilesystemResolver
+    if getattr(resolver.__init__, "_chap_mop_patched", False):
+        return
+    original_init = resolver.__init__
+
+    def __init__(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        if isinstance(self._filesystem, LocalFileSystem):
+            self._filesystem_factory = local_filesystem
+
+    __init__._chap_mop_patched = True
+    resolver.__init__ = __init__
+
+
+def install_before_petastorm() -> None:
+    """The pieces Petastorm needs while it is imported: pyarrow's legacy modules, NumPy's aliases."""
+    _install_modules()
+    _install_numpy_aliases()
 
 
 def install() -> None:
     """Bridge every removed piece this module covers (idempotent); call it before importing Petastorm
-    or cerebro."""
-    _install_modules()
-    _install_numpy_aliases()
+    or cerebro (:mod:`chap_mop.data.bridge_on_import` calls it as Petastorm is imported)."""
+    install_before_petastorm()
     _install_parquet_dataset()
+    _install_filesystem_factory()
