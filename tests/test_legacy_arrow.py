@@ -35,6 +35,16 @@ def test_petastorm_and_cerebro_import_in_any_process_through_the_installed_hook(
     assert without.returncode == 1 and "No module named 'pyarrow.filesystem'" in without.stderr
 
 
+def test_the_bridged_modules_unpickle_in_a_process_that_never_imported_petastorm():
+    from pyspark import cloudpickle
+    payload = cloudpickle.dumps((pa.filesystem, pa.hdfs.HadoopFileSystem, pa.localfs))
+    code = ("import pickle, sys; fs, hdfs, local = pickle.loads(sys.stdin.buffer.read()); "
+            "print(fs.__name__, hdfs.__name__, local.isdir('/'), 'petastorm' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], input=payload, cwd="/", capture_output=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.split() == [b"pyarrow.filesystem", b"HadoopFileSystem", b"True",
+                                                            b"False"], done.stderr[-2000:]
+
+
 def test_importing_numpy_or_pyarrow_alone_installs_nothing():
     done = python("import sys, numpy, pyarrow; assert 'pyarrow.filesystem' not in sys.modules; "
                   "assert not hasattr(pyarrow, 'localfs'); assert 'chap_mop.data.legacy_arrow' not in sys.modules")

@@ -11,7 +11,8 @@ NumPy or TensorFlow), so a process that never imports Petastorm or cerebro is un
 
 When ``petastorm`` is imported, the finder installs the modules and NumPy aliases Petastorm needs
 while it loads, lets Python load it as usual, and then gives its modules the legacy
-``ParquetDataset`` (:func:`chap_mop.data.legacy_arrow.install`). When ``cerebro`` is imported
+``ParquetDataset`` (:func:`chap_mop.data.legacy_arrow.install`). Importing ``pyarrow.filesystem``
+or ``pyarrow.hdfs`` (as unpickling a reference to one does) installs them. When ``cerebro`` is imported
 before TensorFlow, ``TF_USE_LEGACY_KERAS=1`` is set (unless the environment sets it), because
 cerebro-dl works with Keras 2 only. Each happens once per process.
 """
@@ -21,6 +22,9 @@ import os
 import sys
 
 TRIGGERS = ("petastorm", "cerebro")
+# pyarrow's removed modules that the bridge rebuilds: a worker unpickles a reference to one of them
+# (cloudpickle ships modules by name) without importing Petastorm first.
+BRIDGED_MODULES = ("pyarrow.filesystem", "pyarrow.hdfs")
 
 
 class _ThenBridge(importlib.abc.Loader):
@@ -41,6 +45,19 @@ class _ThenBridge(importlib.abc.Loader):
         return getattr(self.loader, name)
 
 
+class _Installed(importlib.abc.Loader):
+    """The loader of a module the bridge has already put in ``sys.modules``."""
+
+    def __init__(self, module):
+        self.module = module
+
+    def create_module(self, spec):
+        return self.module
+
+    def exec_module(self, module) -> None:
+        pass
+
+
 class BridgeOnImport(importlib.abc.MetaPathFinder):
     """A finder that finds nothing itself: it prepares the process for Petastorm and cerebro."""
 
@@ -48,8 +65,10 @@ class BridgeOnImport(importlib.abc.MetaPathFinder):
         self._finding = False
 
     def find_spec(self, fullname: str, path=None, target=None):
-        if fullname not in TRIGGERS or self._finding:
+        if fullname not in TRIGGERS + BRIDGED_MODULES or self._finding:
             return None
+        if fullname in BRIDGED_MODULES:
+            return self._bridged_module(fullname)
         if fullname == "cerebro":
             if "tensorflow" not in sys.modules:
                 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
@@ -65,6 +84,18 @@ class BridgeOnImport(importlib.abc.MetaPathFinder):
             return None
         spec.loader = _ThenBridge(spec.loader)
         return spec
+
+    def _bridged_module(self, fullname: str):
+        """The spec of ``pyarrow.filesystem`` or ``pyarrow.hdfs``: pyarrow's own where it has one,
+        else the bridge's."""
+        from chap_mop.data import legacy_arrow
+        self._finding = True  # the bridge asks whether pyarrow still has the module
+        try:
+            legacy_arrow.install_before_petastorm()
+        finally:
+            self._finding = False
+        module = sys.modules.get(fullname)
+        return importlib.util.spec_from_loader(fullname, _Installed(module)) if module is not None else None
 
 
 def register() -> None:
