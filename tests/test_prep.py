@@ -464,3 +464,24 @@ def test_script_stops_on_a_bad_file_with_one_error_line(store, tmp_path):
     assert len(errors) == 1 and errors[0].startswith(f"error: {input_dir}/b/2021-01-02.h5: not a readable HDF5 file")
     assert "Traceback" not in result.stderr
     assert (output / MANIFEST_NAME).read_text() == before  # the earlier store is left as it was
+
+
+def test_pass_2_progress_counts_the_windows_of_files_still_being_written(tmp_path):
+    """A file being written has its row groups on disk but no footer: its bytes count as windows at the
+    finished files' bytes per window; a finished file counts its footer's rows."""
+    from chap_mop.data.schema import WINDOW_ARROW_SCHEMA, window_table
+    rng = np.random.default_rng(0)
+    rows = 600
+    day = {"time": np.arange(rows, dtype=np.int64) * 10, "data": rng.normal(size=(rows, 100, 3)).astype(np.float32),
+           **{name: np.zeros(rows, np.int32) for name in ("non_wear", "sleeping", "label")}}
+    train = tmp_path / "train_data"
+    train.mkdir()
+    with pq.ParquetWriter(train / "part-0.parquet", WINDOW_ARROW_SCHEMA) as writer:
+        writer.write_table(window_table("s1", day), row_group_size=100)
+    fs = pafs.LocalFileSystem()
+    assert prep.windows_written(fs, [str(train), str(tmp_path / "val_data")]) == rows
+    finished = (train / "part-0.parquet").read_bytes()
+    (train / "part-1.parquet").write_bytes(finished[:len(finished) // 2])  # half its row groups, no footer yet
+    assert prep.windows_written(fs, [str(train)]) == pytest.approx(rows * 1.5, abs=1)
+    (train / "part-0.parquet").unlink()  # before any file has finished: the uncompressed bytes per window
+    assert prep.windows_written(fs, [str(train)]) == len(finished) // 2 // prep.ROW_BYTES

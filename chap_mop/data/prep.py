@@ -271,6 +271,28 @@ def parquet_files(fs: pafs.FileSystem, dataset: str) -> list[str]:
                   if e.type == pafs.FileType.File and e.base_name.endswith(".parquet"))
 
 
+def windows_written(fs: pafs.FileSystem, datasets: list[str]) -> int:
+    """About how many windows pass 2 has written so far into ``datasets``, read from the driver.
+
+    A finished file's footer gives its rows. A file still being written has no footer yet, but its
+    row groups are on disk as they are written: its bytes count at the bytes per window of the
+    finished files (or :data:`ROW_BYTES` before any has finished, the uncompressed size).
+    """
+    rows = finished_bytes = partial_bytes = 0
+    for dataset in datasets:
+        for info in fs.get_file_info(pafs.FileSelector(dataset, allow_not_found=True)):
+            if info.type != pafs.FileType.File or not info.base_name.endswith(".parquet"):
+                continue
+            try:
+                with fs.open_input_file(info.path) as file:
+                    rows += pq.read_metadata(file).num_rows
+                finished_bytes += info.size
+            except (OSError, pa.ArrowInvalid):  # no footer yet
+                partial_bytes += info.size
+    bytes_per_window = finished_bytes / rows if rows else ROW_BYTES
+    return rows + int(partial_bytes / bytes_per_window)
+
+
 def footers(fs: pafs.FileSystem, dataset: str) -> dict[str, pq.FileMetaData]:
     """The Parquet footer of each data file of a dataset, by file name."""
     found = {}

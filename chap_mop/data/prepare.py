@@ -154,8 +154,8 @@ def write_splits(spark: SparkSession, in_fs: pafs.FileSystem, out_fs: pafs.FileS
     windows = sum(task.rows for task in tasks)
 
     def describe(done: int, seconds: float) -> str:
-        # Tasks start largest first: the windows of the first ``done`` tasks estimate those written.
-        rows = sum(task.rows for task in tasks[:done])
+        # Row groups reach the disk as they are written: the files' bytes count windows within a file.
+        rows = min(windows, prep.windows_written(out_fs, [f"{staging}/{plan.folder}" for plan in plans]))
         return (f"{done}/{len(tasks)} Parquet files written, about {rows}/{windows} windows, "
                 f"{rows / seconds:,.0f} windows/s")
 
