@@ -73,10 +73,12 @@ class BridgeOnImport(importlib.abc.MetaPathFinder):
             if "tensorflow" not in sys.modules:
                 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
             return None  # cerebro imports Petastorm, which comes back here
-        from chap_mop.data import legacy_arrow
-        legacy_arrow.install_before_petastorm()
-        self._finding = True  # the other finders' spec of Petastorm, not this one's again
+        # While the bridge asks whether pyarrow still has its legacy modules, and while the other
+        # finders look for Petastorm, this finder stands aside.
+        self._finding = True
         try:
+            from chap_mop.data import legacy_arrow
+            legacy_arrow.install_before_petastorm()
             spec = importlib.util.find_spec(fullname)
         finally:
             self._finding = False
@@ -88,9 +90,9 @@ class BridgeOnImport(importlib.abc.MetaPathFinder):
     def _bridged_module(self, fullname: str):
         """The spec of ``pyarrow.filesystem`` or ``pyarrow.hdfs``: pyarrow's own where it has one,
         else the bridge's."""
-        from chap_mop.data import legacy_arrow
-        self._finding = True  # the bridge asks whether pyarrow still has the module
+        self._finding = True
         try:
+            from chap_mop.data import legacy_arrow
             legacy_arrow.install_before_petastorm()
         finally:
             self._finding = False
