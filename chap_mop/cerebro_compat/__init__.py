@@ -74,7 +74,6 @@ def apply_patches() -> None:
     data_path.patch_data_path()
 
 
-
 def enable_for_cerebro_api() -> None:
     """:func:`enable`, and Spark Python workers that can run cerebro's own code, whoever starts Spark.
 

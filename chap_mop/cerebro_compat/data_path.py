@@ -21,14 +21,16 @@ cerebro's ``get_simple_meta_from_parquet`` reads it through pyarrow's legacy ``P
 import functools
 import os
 
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import tensorflow as tf
 
 from chap_mop.data.data_store import is_window_split, local_path
-from chap_mop.data.shard_reader import ShardReader, row_groups
+from chap_mop.data.shard_reader import ShardReader, parquet_files
 
 # cerebro's own functions that patch_data_path replaces, kept for the stores that are not the project's
 _CEREBRO: dict[str, object] = {}
+
 
 def _shard_readers(train_path: str, val_path: str, shard_count: int, index: int
                    ) -> tuple[ShardReader, ShardReader | None]:
@@ -94,7 +96,7 @@ def make_dataset_fn(feature_columns, label_columns, metadata, input_shapes, outp
 def _rows_and_bytes(split_dir: str) -> tuple[int, int]:
     """(rows, uncompressed bytes) of a split's row groups, from the files' footers."""
     rows = total_bytes = 0
-    for path in sorted({group.path for group in row_groups(split_dir)}):
+    for path in parquet_files(pafs.LocalFileSystem(), split_dir):
         metadata = pq.read_metadata(path)
         rows += metadata.num_rows
         total_bytes += sum(metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups))
@@ -114,7 +116,7 @@ def store_metadata(store, schema_cols: list[str], dataset_idx=None) -> tuple[int
     if train_rows == 0:
         raise ValueError(f"No rows found in training dataset: {train_dir}")
     val_rows = _rows_and_bytes(val_dir)[0] if os.path.isdir(val_dir) else 0
-    schema = pq.read_schema(row_groups(train_dir)[0].path)
+    schema = pq.read_schema(parquet_files(pafs.LocalFileSystem(), train_dir)[0])
     metadata = {column: {"spark_data_type": pyarrow_to_spark_data_type(schema.field(column).type),
                          "is_sparse_vector_only": False, "shape": None,
                          "intermediate_format": constants.NOCHANGE, "max_size": None}

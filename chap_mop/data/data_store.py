@@ -12,12 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from chap_mop import files
 from chap_mop.errors import InputError
 from chap_mop.data.schema import MANIFEST_NAME, TEST_DIR, TRAIN_DIR, VAL_DIR, WINDOW_ARROW_SCHEMA
-from chap_mop.data.shard_reader import row_groups
+from chap_mop.data.shard_reader import parquet_files, row_groups
 from chap_mop.data.windows import count_sequences
 
 SMALL_COLUMNS = ["id", "time", "non_wear", "sleeping", "label"]
@@ -66,8 +67,8 @@ def is_window_split(url: str) -> bool:
     if path is None:
         return False
     try:
-        groups = row_groups(path)
-        schema = pq.read_schema(groups[0].path) if groups else None
+        data_files = parquet_files(pafs.LocalFileSystem(), path)
+        schema = pq.read_schema(data_files[0]) if data_files else None
     except (OSError, pa.ArrowInvalid):
         return False
     return schema is not None and [(field.name, field.type) for field in schema] == \

@@ -26,6 +26,7 @@ from chap_mop.errors import InputError
 from chap_mop.files import LOCK_NAME
 from chap_mop.data.h5_format import DAY_FILE_SUFFIX, BadDayFileError, read_day_file
 from chap_mop.data.schema import MANIFEST_NAME, ROW_BYTES, WINDOW_ARROW_SCHEMA, window_table
+from chap_mop.data.shard_reader import parquet_files
 
 STAGING_PREFIX = ".incomplete-"  # hidden, so readers of the output folder never take it for data
 # Written into the output folder before anything else: the folder holds a store this project writes,
@@ -265,12 +266,6 @@ def write_parquet_file(in_fs: pafs.FileSystem, out_fs: pafs.FileSystem, task: Fi
     return task.dataset, task.name, footer.num_row_groups, footer.num_rows
 
 
-def parquet_files(fs: pafs.FileSystem, dataset: str) -> list[str]:
-    """The data files of a written dataset, sorted (Spark's ``part-NNNNN`` names follow partitions)."""
-    return sorted(e.path for e in fs.get_file_info(pafs.FileSelector(dataset))
-                  if e.type == pafs.FileType.File and e.base_name.endswith(".parquet"))
-
-
 def windows_written(fs: pafs.FileSystem, datasets: list[str]) -> int:
     """About how many windows pass 2 has written so far into ``datasets``, read from the driver.
 
@@ -280,9 +275,7 @@ def windows_written(fs: pafs.FileSystem, datasets: list[str]) -> int:
     """
     rows = finished_bytes = partial_bytes = 0
     for dataset in datasets:
-        for info in fs.get_file_info(pafs.FileSelector(dataset, allow_not_found=True)):
-            if info.type != pafs.FileType.File or not info.base_name.endswith(".parquet"):
-                continue
+        for info in fs.get_file_info(parquet_files(fs, dataset, missing_ok=True)):
             try:
                 with fs.open_input_file(info.path) as file:
                     rows += pq.read_metadata(file).num_rows

@@ -34,13 +34,17 @@ class RowGroup:
     rows: int
 
 
+def parquet_files(fs: pafs.FileSystem, dataset: str, missing_ok: bool = False) -> list[str]:
+    """The data files of a dataset folder, sorted (Spark's ``part-NNNNN`` names follow partitions);
+    none for a folder that does not exist when ``missing_ok``."""
+    return sorted(entry.path for entry in fs.get_file_info(pafs.FileSelector(dataset, allow_not_found=missing_ok))
+                  if entry.type == pafs.FileType.File and entry.base_name.endswith(".parquet"))
+
+
 def row_groups(dataset_dir: str) -> list[RowGroup]:
     """Every row group of a Parquet dataset folder, in the global order cerebro shards by."""
-    fs = pafs.LocalFileSystem()
-    files = sorted(entry.path for entry in fs.get_file_info(pafs.FileSelector(dataset_dir))
-                   if entry.type == pafs.FileType.File and entry.base_name.endswith(".parquet"))
     groups = []
-    for path in files:
+    for path in parquet_files(pafs.LocalFileSystem(), dataset_dir):
         metadata = pq.read_metadata(path)
         groups += [RowGroup(path, i, metadata.row_group(i).num_rows) for i in range(metadata.num_row_groups)]
     return groups
